@@ -1,0 +1,138 @@
+"""The engine's typed settings, built from a mapping (a TOML table) and validated by key."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from engine.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    max_bytes: int = 40_000_000
+    max_pixels: int = 50_000_000
+
+
+@dataclass(frozen=True)
+class VladConfig:
+    clusters: int = 64
+    dim: int = 512
+    max_side: int = 640
+    max_features: int = 1500
+    vocabulary_sample_images: int = 2000
+    vocabulary_max_descriptors: int = 200_000
+    # PCA-whitening needs clearly more images than dimensions; below this a fixed random
+    # orthogonal projection is used instead.
+    pca_min_images: int = 2048
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class SiftConfig:
+    max_features: int = 2048
+    max_side: int = 1024
+    ratio: float = 0.8
+    ransac_px: float = 1.0
+    ransac_confidence: float = 0.999
+    ransac_max_iters: int = 10_000
+    cache_size: int = 256
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    top_n: int = 100
+    top_k: int = 10
+    ef: int = 200
+    similarity_floor: float = 0.0
+    cluster_radius_m: float = 40.0
+
+
+@dataclass(frozen=True)
+class EstimateConfig:
+    # Unrelated photo pairs keep 10-18 inliers by chance (RootSIFT + MAGSAC at 1 px), the
+    # same place seen twice 25 and more: confidence is a logistic curve between the two.
+    min_inliers: int = 20
+    inliers_midpoint: float = 22.0
+    inliers_scale: float = 4.0
+    base_radius_m: float = 25.0
+    located_confidence: float = 0.5
+    max_alternatives: int = 4
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    queue_size: int = 32
+    job_timeout_s: float = 120.0
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    index_path: Path = Path("index")
+    descriptor: str = "vlad"
+    verifier: str = "sift"
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    vlad: VladConfig = field(default_factory=VladConfig)
+    sift: SiftConfig = field(default_factory=SiftConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    estimate: EstimateConfig = field(default_factory=EstimateConfig)
+    limits: EngineLimits = field(default_factory=EngineLimits)
+
+
+def build_config(cls: type[T], values: dict[str, Any], key_prefix: str = "") -> T:
+    """Build dataclass `cls` from `values`, refusing unknown keys and wrong types by name."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"'{key_prefix.rstrip('.') or 'config'}' must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting '{key_prefix}{unknown[0]}'")
+    kwargs: dict[str, Any] = {}
+    for name, raw in values.items():
+        kwargs[name] = _coerce(hints[name], raw, f"{key_prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, raw: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return build_config(hint, raw, key + ".")
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if raw is None:
+            return None
+        return _coerce(options[0], raw, key)
+    if origin in (tuple, list):
+        if not isinstance(raw, list | tuple):
+            raise ConfigError(f"'{key}' must be a list")
+        (item,) = typing.get_args(hint)[:1]
+        return tuple(_coerce(item, v, key) for v in raw)
+    if hint is Path:
+        if not isinstance(raw, str | Path):
+            raise ConfigError(f"'{key}' must be a path string")
+        return Path(raw).expanduser()
+    if hint is bool:
+        if not isinstance(raw, bool):
+            raise ConfigError(f"'{key}' must be true or false")
+        return raw
+    if hint is float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise ConfigError(f"'{key}' must be a number")
+        return float(raw)
+    if hint is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ConfigError(f"'{key}' must be an integer")
+        return raw
+    if hint is str:
+        if not isinstance(raw, str):
+            raise ConfigError(f"'{key}' must be a string")
+        return raw
+    return raw

@@ -1,0 +1,161 @@
+"""Frozen records passed between the pipeline's stages and returned to callers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class LatLon:
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceRecord:
+    """One geotagged reference photo, as a source yields it (before it is indexed)."""
+
+    source: str
+    source_id: str
+    lat: float
+    lon: float
+    image_path: str
+    heading_deg: float | None = None
+    captured_at: str | None = None
+    attribution: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """A reference photo in the index catalogue."""
+
+    ref_id: int
+    source: str
+    source_id: str
+    lat: float
+    lon: float
+    store_path: str
+    heading_deg: float | None = None
+    captured_at: str | None = None
+    attribution: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One reference examined for a query: its similarity and, once verified, its inliers."""
+
+    ref_id: int
+    source: str
+    source_id: str
+    lat: float
+    lon: float
+    similarity: float
+    inliers: int | None = None
+    inlier_ratio: float | None = None
+    attribution: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alternative:
+    lat: float
+    lon: float
+    confidence: float
+    radius_m: float
+    best_inliers: int
+
+
+class Status(StrEnum):
+    LOCATED = "located"
+    NO_MATCH = "no_match"
+
+
+@dataclass(frozen=True, slots=True)
+class LocateResult:
+    """The engine's answer for one photo.
+
+    On `no_match` the location fields are None: a weak guess is never presented as an answer;
+    the candidates stay available in `alternatives` and `matches` as leads.
+    """
+
+    status: Status
+    lat: float | None
+    lon: float | None
+    confidence: float
+    radius_m: float | None
+    alternatives: tuple[Alternative, ...]
+    matches: tuple[Match, ...]
+    exif_gps: LatLon | None
+    timings_ms: dict[str, float]
+    descriptor: str
+    verifier: str
+    index_version: str
+    query_size: tuple[int, int] = (0, 0)
+    correspondences: tuple[tuple[float, float, float, float], ...] = field(default=())
+
+    @property
+    def located(self) -> bool:
+        return self.status is Status.LOCATED
+
+    @property
+    def best_match(self) -> Match | None:
+        verified = [m for m in self.matches if m.inliers is not None]
+        return max(verified, key=lambda m: m.inliers or 0, default=None)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented `--json` shape (stable for scripts)."""
+        return {
+            "status": self.status.value,
+            "lat": self.lat,
+            "lon": self.lon,
+            "confidence": round(self.confidence, 4),
+            "radius_m": None if self.radius_m is None else round(self.radius_m, 1),
+            "alternatives": [
+                {
+                    "lat": a.lat,
+                    "lon": a.lon,
+                    "confidence": round(a.confidence, 4),
+                    "radius_m": round(a.radius_m, 1),
+                    "best_inliers": a.best_inliers,
+                }
+                for a in self.alternatives
+            ],
+            "matches": [
+                {
+                    "ref_id": m.ref_id,
+                    "source": m.source,
+                    "source_id": m.source_id,
+                    "lat": m.lat,
+                    "lon": m.lon,
+                    "similarity": round(m.similarity, 4),
+                    "inliers": m.inliers,
+                    "inlier_ratio": None if m.inlier_ratio is None else round(m.inlier_ratio, 4),
+                }
+                for m in self.matches
+            ],
+            "exif_gps": None if self.exif_gps is None else asdict(self.exif_gps),
+            "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+            "descriptor": self.descriptor,
+            "verifier": self.verifier,
+            "index_version": self.index_version,
+        }
+
+
+class Stage(StrEnum):
+    QUEUED = "queued"
+    DECODING = "decoding"
+    DESCRIBING = "describing"
+    SEARCHING = "searching"
+    VERIFYING = "verifying"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A progress event: `position` is set while queued, `step`/`total` while verifying."""
+
+    stage: Stage
+    position: int | None = None
+    step: int | None = None
+    total: int | None = None
