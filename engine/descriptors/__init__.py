@@ -1,0 +1,27 @@
+"""Global-descriptor backends, chosen by name in the configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from engine.config import EngineConfig
+from engine.descriptors.base import GlobalDescriptor
+from engine.descriptors.vlad import VladDescriptor
+from engine.errors import ConfigError
+
+DESCRIPTORS: dict[str, Callable[[EngineConfig], GlobalDescriptor]] = {
+    VladDescriptor.name: lambda config: VladDescriptor(config.vlad),
+}
+
+
+def create_descriptor(name: str, config: EngineConfig) -> GlobalDescriptor:
+    """The descriptor backend called `name`, built from its section of `config`."""
+    try:
+        factory = DESCRIPTORS[name]
+    except KeyError:
+        choices = ", ".join(sorted(DESCRIPTORS))
+        raise ConfigError(f"unknown descriptor '{name}'; choose one of: {choices}") from None
+    return factory(config)
+
+
+__all__ = ["DESCRIPTORS", "GlobalDescriptor", "VladDescriptor", "create_descriptor"]

@@ -1,0 +1,84 @@
+"""The weight-free verifier: RootSIFT, mutual ratio-test matching, MAGSAC fundamental matrix."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from engine.config import SiftConfig
+from engine.features import resize_max_side, rootsift, to_gray
+from engine.verifiers.base import LocalFeatures, Verification
+from engine.verifiers.geometry import fundamental_inliers
+
+
+class SiftVerifier:
+    """Counts the matches between two photos that one rigid scene explains."""
+
+    name: ClassVar[str] = "sift"
+
+    def __init__(self, config: SiftConfig) -> None:
+        self.config = config
+
+    def extract(self, rgb: np.ndarray) -> LocalFeatures:
+        """Extract at `max_side` (the RANSAC threshold's pixel scale); keypoints in `rgb` pixels."""
+        gray = to_gray(rgb)
+        small, scale = resize_max_side(gray, self.config.max_side)
+        points, descriptors = rootsift(small, self.config.max_features)
+        height, width = gray.shape[:2]
+        return LocalFeatures(
+            keypoints=points / np.float32(scale),
+            descriptors=descriptors,
+            image_size=(width, height),
+            scale=scale,
+        )
+
+    def verify(self, query: LocalFeatures, reference: LocalFeatures) -> Verification:
+        """Tentative matches by mutual ratio test, then the inliers of a fundamental matrix."""
+        pairs = mutual_ratio_matches(query.descriptors, reference.descriptors, self.config.ratio)
+        tentative = len(pairs)
+        query_points = query.keypoints[pairs[:, 0]]
+        reference_points = reference.keypoints[pairs[:, 1]]
+        mask = fundamental_inliers(
+            query_points * np.float32(query.scale),
+            reference_points * np.float32(reference.scale),
+            self.config.ransac_px,
+            self.config.ransac_confidence,
+            self.config.ransac_max_iters,
+        )
+        inliers = int(mask.sum())
+        return Verification(
+            inliers=inliers,
+            inlier_ratio=inliers / tentative if tentative else 0.0,
+            tentative_matches=tentative,
+            query_points=query_points[mask],
+            reference_points=reference_points[mask],
+        )
+
+
+def mutual_ratio_matches(query: np.ndarray, reference: np.ndarray, ratio: float) -> np.ndarray:
+    """(m, 2) index pairs that are each other's nearest neighbour and pass the ratio test both ways.
+
+    Exact brute force on unit-norm RootSIFT as two float32 matrix products: at 2048 x 2048
+    this took 25 ms here against 118 ms for cv2.BFMatcher and 95 ms for FLANN (both ways).
+    """
+    if len(query) < 2 or len(reference) < 2:
+        return np.zeros((0, 2), dtype=np.intp)
+    forward, forward_ok = _nearest_passing_ratio(query @ reference.T, ratio)
+    backward, backward_ok = _nearest_passing_ratio(reference @ query.T, ratio)
+    rows = np.arange(len(query))
+    keep = forward_ok & backward_ok[forward] & (backward[forward] == rows)
+    return np.stack([rows[keep], forward[keep]], axis=1)
+
+
+def _nearest_passing_ratio(similarity: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the most similar column, and whether it beats the runner-up (overwrites input)."""
+    rows = np.arange(similarity.shape[0])
+    best = similarity.argmax(axis=1)
+    first = similarity[rows, best].copy()
+    similarity[rows, best] = -np.inf
+    second = similarity.max(axis=1)
+    # For unit vectors the squared distance is 2 - 2 * cosine similarity.
+    first_dist = np.sqrt(np.maximum(2.0 - 2.0 * first, 0.0))
+    second_dist = np.sqrt(np.maximum(2.0 - 2.0 * second, 0.0))
+    return best, first_dist < ratio * second_dist
