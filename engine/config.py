@@ -56,11 +56,12 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class EstimateConfig:
-    # Unrelated photo pairs keep 10-18 inliers by chance (RootSIFT + MAGSAC at 1 px), the
-    # same place seen twice 25 and more: confidence is a logistic curve between the two.
-    min_inliers: int = 20
-    inliers_midpoint: float = 22.0
-    inliers_scale: float = 4.0
+    # Measured with the `sift` verifier (mutual + ratio 0.8, MAGSAC at 1 px): unrelated pairs
+    # (Lund vs Berlin, 87 pairs) keep 0-9 inliers, overlapping views 25-560. Confidence is a
+    # logistic curve between the two; below `min_inliers` nothing is presented as a location.
+    min_inliers: int = 15
+    inliers_midpoint: float = 16.0
+    inliers_scale: float = 3.0
     base_radius_m: float = 25.0
     located_confidence: float = 0.5
     max_alternatives: int = 4

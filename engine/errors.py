@@ -128,3 +128,10 @@ class EngineFailed(GeoSleuthError):
 class EngineStopped(GeoSleuthError):
     def __init__(self) -> None:
         super().__init__("The engine is shutting down; try again shortly.")
+
+
+class Cancelled(GeoSleuthError):
+    """A job was stopped between stages (its caller gave up, e.g. after a timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__("The job was cancelled.")

@@ -54,7 +54,9 @@ class SearchArea:
         if not (-90 <= south < north <= 90):
             raise SearchAreaError("bbox must be W,S,E,N with S < N, latitudes in [-90, 90]")
         if west >= east:
-            raise SearchAreaError("bbox must be W,S,E,N with W < E (boxes across 180° are not supported)")
+            raise SearchAreaError(
+                "bbox must be W,S,E,N with W < E (boxes across 180° are not supported)"
+            )
         return cls(west, south, east, north)
 
     @classmethod

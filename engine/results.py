@@ -92,7 +92,10 @@ class LocateResult:
     verifier: str
     index_version: str
     query_size: tuple[int, int] = (0, 0)
+    # Inlier pairs (query x, y in the photo's pixels; reference x, y in the stored picture's)
+    # of the best verified reference, for the evidence picture.
     correspondences: tuple[tuple[float, float, float, float], ...] = field(default=())
+    best_reference: CatalogEntry | None = None
 
     @property
     def located(self) -> bool:

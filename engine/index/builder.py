@@ -1,0 +1,228 @@
+"""Builds and extends an index; resumable and idempotent.
+
+Order of commits: catalogue rows first (pending), then vectors and pictures, then a checkpoint
+that saves the vector file and only afterwards marks its rows indexed. A crash at any point
+leaves rows pending that the next run redoes; re-adding a label to hnswlib replaces it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.config import EngineConfig
+from engine.decode import decode_file
+from engine.descriptors import create_descriptor
+from engine.descriptors.base import GlobalDescriptor
+from engine.errors import DescriptorMismatch, GeoSleuthError, IndexMissing
+from engine.index.catalog import CATALOG_NAME, Catalog, PendingRef
+from engine.index.manifest import MANIFEST_NAME, Manifest
+from engine.index.store import ReferenceStore
+from engine.index.vectors import VECTORS_NAME, VectorIndex
+from engine.sources import SourceScan
+
+# (phase, done, total): the CLI turns it into progress bars.
+BuildProgress = Callable[[str, int, int], None]
+
+CHECKPOINT_EVERY_S = 30.0
+CHUNK = 64
+
+
+@dataclass(frozen=True, slots=True)
+class BuildReport:
+    new_records: int
+    indexed_now: int
+    failed_now: int
+    skipped_no_position: int
+    skipped_unreadable: int
+    duplicates: int
+    total_indexed: int
+    seconds: float
+    failures: tuple[tuple[str, str], ...]
+
+    @property
+    def images_per_s(self) -> float:
+        return self.indexed_now / self.seconds if self.seconds > 0 else 0.0
+
+
+def build_index(
+    directory: Path,
+    scans: Sequence[SourceScan],
+    config: EngineConfig,
+    *,
+    descriptor_name: str | None = None,
+    must_exist: bool = False,
+    progress: BuildProgress | None = None,
+) -> BuildReport:
+    """Add the scanned photos to the index at `directory`, creating it unless `must_exist`."""
+    started = time.perf_counter()
+    report = _noop if progress is None else progress
+    if must_exist and not (directory / MANIFEST_NAME).is_file():
+        raise IndexMissing(str(directory))
+    directory.mkdir(parents=True, exist_ok=True)
+
+    catalog = Catalog(directory / CATALOG_NAME)
+    try:
+        new_records = sum(catalog.add(scan.records) for scan in scans)
+        store = ReferenceStore(directory)
+        descriptor, manifest = _open_descriptor(directory, catalog, store, config,
+                                                descriptor_name, report)
+        vectors = _open_vectors(directory, manifest)
+        indexed, failed = _describe_pending(
+            directory, catalog, store, descriptor, vectors, manifest, config, report
+        )
+        stats = catalog.stats()
+        failures = tuple(catalog.failures())
+    finally:
+        catalog.close()
+    return BuildReport(
+        new_records=new_records,
+        indexed_now=indexed,
+        failed_now=failed,
+        skipped_no_position=sum(s.skipped_no_position for s in scans),
+        skipped_unreadable=sum(s.skipped_unreadable for s in scans),
+        duplicates=sum(len(s.records) for s in scans) - new_records,
+        total_indexed=stats.indexed,
+        seconds=time.perf_counter() - started,
+        failures=failures,
+    )
+
+
+def _noop(phase: str, done: int, total: int) -> None:
+    return None
+
+
+def _open_descriptor(
+    directory: Path,
+    catalog: Catalog,
+    store: ReferenceStore,
+    config: EngineConfig,
+    descriptor_name: str | None,
+    report: BuildProgress,
+) -> tuple[GlobalDescriptor, Manifest]:
+    """Load the index's descriptor, or create (and fit) it for a new index."""
+    if (directory / MANIFEST_NAME).is_file():
+        manifest = Manifest.load(directory)
+        wanted = descriptor_name or manifest.descriptor
+        if wanted != manifest.descriptor:
+            raise DescriptorMismatch(manifest.descriptor, wanted)
+        descriptor = create_descriptor(manifest.descriptor, config)
+        descriptor.load_state(directory, manifest.descriptor_state)
+        return descriptor, manifest
+
+    descriptor = create_descriptor(descriptor_name or config.descriptor, config)
+    if descriptor.needs_fit:
+        sample = _fit_sample(catalog.pending(), config.vlad.vocabulary_sample_images)
+        report("learning vocabulary", 0, len(sample))
+        descriptor.fit(_pictures(sample, store, config, report), len(sample))
+    state = descriptor.save_state(directory)
+    manifest = Manifest(
+        descriptor=descriptor.name,
+        dim=descriptor.dim,
+        descriptor_fingerprint=descriptor.fingerprint(),
+        descriptor_state=state,
+    )
+    manifest.save(directory)
+    return descriptor, manifest
+
+
+def _fit_sample(pending: list[PendingRef], limit: int) -> list[PendingRef]:
+    """Evenly spaced, so a sorted folder's every part teaches the vocabulary."""
+    if len(pending) <= limit:
+        return pending
+    picks = np.linspace(0, len(pending) - 1, limit).round().astype(int)
+    return [pending[i] for i in picks]
+
+
+def _pictures(
+    sample: list[PendingRef], store: ReferenceStore, config: EngineConfig, report: BuildProgress
+) -> Iterator[np.ndarray]:
+    for done, ref in enumerate(sample, 1):
+        try:
+            yield store.downscale(decode_file(Path(ref.original_path), config.decode).rgb)
+        except GeoSleuthError:
+            continue  # the describe pass records the failure against the row
+        finally:
+            report("learning vocabulary", done, len(sample))
+
+
+def _open_vectors(directory: Path, manifest: Manifest) -> VectorIndex:
+    path = directory / VECTORS_NAME
+    if path.is_file():
+        return VectorIndex.load(path, manifest.dim)
+    return VectorIndex.create(
+        manifest.dim, m=manifest.hnsw_m, ef_construction=manifest.hnsw_ef_construction
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    ref_id: int
+    store_path: str | None
+    vector: np.ndarray | None
+    error: str | None
+
+
+def _describe_pending(
+    directory: Path,
+    catalog: Catalog,
+    store: ReferenceStore,
+    descriptor: GlobalDescriptor,
+    vectors: VectorIndex,
+    manifest: Manifest,
+    config: EngineConfig,
+    report: BuildProgress,
+) -> tuple[int, int]:
+    pending = catalog.pending()
+    total = len(pending)
+    indexed = failed = 0
+    done_rows: list[tuple[int, str]] = []
+    failed_rows: list[tuple[int, str]] = []
+    last_checkpoint = time.monotonic()
+
+    def prepare(ref: PendingRef) -> _Prepared:
+        try:
+            picture = store.downscale(decode_file(Path(ref.original_path), config.decode).rgb)
+            store_path = store.save(ref.ref_id, picture)
+            vector = descriptor.describe([picture])[0]
+        except GeoSleuthError as exc:
+            return _Prepared(ref.ref_id, None, None, str(exc))
+        except OSError as exc:
+            return _Prepared(ref.ref_id, None, None, f"unreadable: {exc}")
+        return _Prepared(ref.ref_id, store_path, vector, None)
+
+    def checkpoint() -> None:
+        nonlocal manifest, done_rows, failed_rows
+        if done_rows:
+            vectors.save(directory / VECTORS_NAME)
+        catalog.mark_indexed(done_rows)
+        catalog.mark_failed(failed_rows)
+        manifest = manifest.updated(count=len(vectors),
+                                    failed=manifest.failed + len(failed_rows))
+        manifest.save(directory)
+        done_rows, failed_rows = [], []
+
+    report("indexing", 0, total)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for start in range(0, total, CHUNK):
+            chunk = list(pool.map(prepare, pending[start:start + CHUNK]))
+            good = [p for p in chunk if p.vector is not None]
+            if good:
+                vectors.add(np.stack([p.vector for p in good]),
+                            np.array([p.ref_id for p in good]))
+            done_rows += [(p.ref_id, p.store_path) for p in good if p.store_path]
+            failed_rows += [(p.ref_id, p.error or "unknown") for p in chunk if p.vector is None]
+            indexed += len(good)
+            failed += len(chunk) - len(good)
+            report("indexing", start + len(chunk), total)
+            if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S:
+                checkpoint()
+                last_checkpoint = time.monotonic()
+    checkpoint()
+    return indexed, failed

@@ -1,0 +1,68 @@
+"""The index's `manifest.json`: what built it, so a query with another descriptor is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine.errors import IndexCorrupt, IndexMissing
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    descriptor: str
+    dim: int
+    descriptor_fingerprint: str
+    descriptor_state: dict[str, Any]
+    count: int = 0
+    failed: int = 0
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    created_at: str = field(default_factory=utc_now)
+    updated_at: str = field(default_factory=utc_now)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def version(self) -> str:
+        """Changes whenever the indexed content changes (keys caches of results)."""
+        return f"{self.descriptor}-{self.descriptor_fingerprint[:8]}-{self.count}-{self.updated_at}"
+
+    def updated(self, **changes: Any) -> Manifest:
+        return replace(self, updated_at=utc_now(), **changes)
+
+    def save(self, directory: Path) -> None:
+        """Write atomically: a crash leaves the old or the new manifest, never half of one."""
+        tmp = directory / (MANIFEST_NAME + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
+        os.replace(tmp, directory / MANIFEST_NAME)
+
+    @classmethod
+    def load(cls, directory: Path) -> Manifest:
+        path = directory / MANIFEST_NAME
+        if not path.is_file():
+            raise IndexMissing(str(directory))
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise IndexCorrupt(str(directory), f"manifest.json: {exc}") from exc
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise IndexCorrupt(
+                str(directory),
+                f"format version {version}, this GeoSleuth reads {FORMAT_VERSION}; rebuild it",
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise IndexCorrupt(str(directory), f"manifest.json: {exc}") from exc
