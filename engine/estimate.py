@@ -1,0 +1,156 @@
+"""Stages 4 and 6: cluster candidates in space, pick what to verify, turn evidence into answers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.config import EstimateConfig
+from engine.geo import haversine_m, to_local_xy_m
+from engine.results import Alternative, CatalogEntry, Status
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    entry: CatalogEntry
+    similarity: float
+    cluster: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    candidate: Candidate
+    inliers: int
+    inlier_ratio: float
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    status: Status
+    lat: float | None
+    lon: float | None
+    confidence: float
+    radius_m: float | None
+    alternatives: tuple[Alternative, ...]
+    best: Verified | None
+
+
+def cluster_candidates(
+    ranked: Sequence[tuple[CatalogEntry, float]], radius_m: float
+) -> list[Candidate]:
+    """Leader clustering in retrieval order: a candidate joins the first cluster whose leader
+    lies within `radius_m`, or leads a new one. Cluster ids follow the leaders' rank."""
+    if not ranked:
+        return []
+    lats = np.array([e.lat for e, _ in ranked])
+    lons = np.array([e.lon for e, _ in ranked])
+    xy = to_local_xy_m(lats, lons, float(lats[0]), float(lons[0]))
+    leaders: list[int] = []
+    out: list[Candidate] = []
+    for i, (entry, similarity) in enumerate(ranked):
+        cluster = next(
+            (c for c, lead in enumerate(leaders)
+             if math.dist(xy[i], xy[lead]) <= radius_m),
+            None,
+        )
+        if cluster is None:
+            cluster = len(leaders)
+            leaders.append(i)
+        out.append(Candidate(entry, similarity, cluster))
+    return out
+
+
+def pick_for_verification(
+    candidates: Sequence[Candidate], k: int, max_per_cluster: int = 3
+) -> list[Candidate]:
+    """The k best by similarity, at most `max_per_cluster` from one place while others wait,
+    so one look-alike street cannot crowd the right place out of verification."""
+    picked: list[Candidate] = []
+    waiting: list[Candidate] = []
+    per_cluster: dict[int, int] = {}
+    for candidate in candidates:
+        if len(picked) == k:
+            break
+        if per_cluster.get(candidate.cluster, 0) < max_per_cluster:
+            picked.append(candidate)
+            per_cluster[candidate.cluster] = per_cluster.get(candidate.cluster, 0) + 1
+        else:
+            waiting.append(candidate)
+    return picked + waiting[: k - len(picked)]
+
+
+def _probability_same_place(evidence: float, config: EstimateConfig) -> float:
+    z = (evidence - config.inliers_midpoint) / config.inliers_scale
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    members: tuple[Verified, ...]
+    probability: float
+
+    @property
+    def best(self) -> Verified:
+        return max(self.members, key=lambda v: v.inliers)
+
+
+def estimate(verified: Sequence[Verified], config: EstimateConfig) -> Estimate:
+    """The answer from verified candidates.
+
+    Each place (cluster) gets a probability of showing the query's scene from its strongest
+    inlier count, plus a quarter of its other members' counts (independent agreeing views).
+    Places compete: the answer's confidence is its odds over one plus everyone's odds, i.e.
+    the posterior if at most one place is right and "none of them" is the prior alternative.
+    """
+    if not verified:
+        return Estimate(Status.NO_MATCH, None, None, 0.0, None, (), None)
+    places = []
+    for cluster in sorted({v.candidate.cluster for v in verified}):
+        members = tuple(v for v in verified if v.candidate.cluster == cluster)
+        counts = sorted((v.inliers for v in members), reverse=True)
+        agreeing = sum(c for c in counts[1:] if c >= config.min_inliers)
+        places.append(_Place(members, _probability_same_place(counts[0] + agreeing / 4, config)))
+    odds = [min(p.probability, 1 - 1e-6) / max(1 - p.probability, 1e-6) for p in places]
+    total = 1.0 + sum(odds)
+    ranked = sorted(zip(places, (o / total for o in odds), strict=True),
+                    key=lambda pc: pc[1], reverse=True)
+
+    alternatives = tuple(_alternative(place, conf, config) for place, conf in ranked)
+    top, confidence = ranked[0]
+    best = top.best
+    if best.inliers < config.min_inliers or confidence < config.located_confidence:
+        return Estimate(Status.NO_MATCH, None, None, confidence, None,
+                        alternatives[: config.max_alternatives], best)
+    answer = alternatives[0]
+    return Estimate(Status.LOCATED, answer.lat, answer.lon, confidence, answer.radius_m,
+                    alternatives[1: 1 + config.max_alternatives], best)
+
+
+def _alternative(place: _Place, confidence: float, config: EstimateConfig) -> Alternative:
+    lat, lon, radius = _position(place, config)
+    return Alternative(lat=lat, lon=lon, confidence=confidence, radius_m=radius,
+                       best_inliers=place.best.inliers)
+
+
+def _position(place: _Place, config: EstimateConfig) -> tuple[float, float, float]:
+    """Inlier-weighted mean of the members that verified; radius from their spread.
+
+    The base radius covers the distance between where the query and a reference were taken
+    (they can see one facade from tens of metres apart).
+    """
+    strong = [v for v in place.members if v.inliers >= config.min_inliers] or [place.best]
+    # Unverified members (0 inliers) still carry a little weight, so a weak lead has a position.
+    weights = np.array([max(1.0, float(v.inliers)) for v in strong])
+    lats = np.array([v.candidate.entry.lat for v in strong])
+    lons = np.array([v.candidate.entry.lon for v in strong])
+    lat = float(np.average(lats, weights=weights))
+    lon = float(np.average(lons, weights=weights))
+    spread_sq = np.average(
+        [haversine_m(lat, lon, a, b) ** 2 for a, b in zip(lats, lons, strict=True)],
+        weights=weights,
+    )
+    radius = math.hypot(config.base_radius_m, 2.0 * math.sqrt(float(spread_sq)))
+    return lat, lon, radius

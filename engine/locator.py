@@ -1,0 +1,252 @@
+"""`Locator`: the synchronous funnel (decode, describe, search, verify, estimate) for one index."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.config import EngineConfig
+from engine.decode import DecodedImage, decode_image
+from engine.descriptors import create_descriptor
+from engine.errors import Cancelled, DescriptorMismatch
+from engine.estimate import (
+    Candidate,
+    Verified,
+    cluster_candidates,
+    estimate,
+    pick_for_verification,
+)
+from engine.geo import SearchArea
+from engine.index.reference_index import ReferenceIndex
+from engine.index.store import ReferenceStore
+from engine.results import LocateResult, Match, Progress, Stage
+from engine.verifiers import create_verifier
+from engine.verifiers.base import LocalFeatures, Verification
+
+ProgressCallback = Callable[[Progress], None]
+MAX_CORRESPONDENCES = 300
+
+
+@dataclass(slots=True)
+class Query:
+    """A decoded query on its way through the funnel."""
+
+    decoded: DecodedImage
+    picture: np.ndarray  # downscaled like the reference pictures
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class _FeatureCache:
+    """LRU of reference features by ref id: popular places are verified again and again."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[int, LocalFeatures] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, ref_id: int) -> LocalFeatures | None:
+        with self._lock:
+            features = self._items.get(ref_id)
+            if features is not None:
+                self._items.move_to_end(ref_id)
+            return features
+
+    def put(self, ref_id: int, features: LocalFeatures) -> None:
+        with self._lock:
+            self._items[ref_id] = features
+            self._items.move_to_end(ref_id)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+
+class Locator:
+    def __init__(self, config: EngineConfig, index: ReferenceIndex) -> None:
+        manifest = index.manifest
+        if config.descriptor != manifest.descriptor:
+            raise DescriptorMismatch(manifest.descriptor, config.descriptor)
+        self.config = config
+        self.index = index
+        self.descriptor = create_descriptor(manifest.descriptor, config)
+        self.descriptor.load_state(index.directory, manifest.descriptor_state)
+        if self.descriptor.fingerprint() != manifest.descriptor_fingerprint:
+            raise DescriptorMismatch(
+                f"{manifest.descriptor} ({manifest.descriptor_fingerprint[:12]})",
+                f"{config.descriptor} ({self.descriptor.fingerprint()[:12]})",
+            )
+        self.verifier = create_verifier(config.verifier, config)
+        self._store = ReferenceStore(index.directory)
+        self._cache = _FeatureCache(config.sift.cache_size)
+        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
+                                        thread_name_prefix="verify")
+
+    @classmethod
+    def open(cls, config: EngineConfig) -> Locator:
+        return cls(config, ReferenceIndex.open(config.index_path))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.index.close()
+
+    def locate(
+        self,
+        data: bytes,
+        *,
+        area: SearchArea | None = None,
+        top_k: int | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> LocateResult:
+        """The whole funnel for one photo's bytes."""
+        notify = progress or _ignore
+        notify(Progress(Stage.DECODING))
+        query = self.prepare(data)
+        notify(Progress(Stage.DESCRIBING))
+        vector = self.describe([query])[0]
+        return self.finish(query, vector, area=area, top_k=top_k, progress=notify, cancel=cancel)
+
+    def prepare(self, data: bytes) -> Query:
+        started = time.perf_counter()
+        decoded = decode_image(data, self.config.decode)
+        query = Query(decoded, self._store.downscale(decoded.rgb))
+        query.timings_ms["decode"] = _ms_since(started)
+        return query
+
+    def describe(self, queries: Sequence[Query]) -> np.ndarray:
+        """One batch: concurrent jobs share a descriptor call (what a GPU backend needs)."""
+        started = time.perf_counter()
+        vectors = self.descriptor.describe([q.picture for q in queries])
+        elapsed = _ms_since(started) / max(1, len(queries))
+        for query in queries:
+            query.timings_ms["describe"] = elapsed
+        return vectors
+
+    def finish(
+        self,
+        query: Query,
+        vector: np.ndarray,
+        *,
+        area: SearchArea | None = None,
+        top_k: int | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> LocateResult:
+        """Search, verify and estimate for a described query."""
+        notify = progress or _ignore
+        timings = query.timings_ms
+        search = self.config.search
+        _check(cancel)
+        notify(Progress(Stage.SEARCHING))
+        started = time.perf_counter()
+        hits = [(i, s) for i, s in self.index.search(vector, search.top_n, ef=search.ef, area=area)
+                if s >= search.similarity_floor]
+        entries = self.index.entries([i for i, _ in hits])
+        ranked = [(entries[i], s) for i, s in hits if i in entries]
+        candidates = cluster_candidates(ranked, search.cluster_radius_m)
+        chosen = pick_for_verification(candidates, top_k or search.top_k)
+        timings["search"] = _ms_since(started)
+
+        started = time.perf_counter()
+        verified, best_evidence = self._verify(query, chosen, notify, cancel)
+        timings["verify"] = _ms_since(started)
+
+        started = time.perf_counter()
+        answer = estimate(verified, self.config.estimate)
+        timings["estimate"] = _ms_since(started)
+        timings["total"] = sum(v for k, v in timings.items() if k != "total")
+        notify(Progress(Stage.DONE))
+
+        correspondences: tuple[tuple[float, float, float, float], ...] = ()
+        if answer.best is not None and answer.best.candidate.entry.ref_id in best_evidence:
+            evidence = best_evidence[answer.best.candidate.entry.ref_id]
+            correspondences = _correspondences(evidence, query)
+        return LocateResult(
+            status=answer.status,
+            lat=answer.lat,
+            lon=answer.lon,
+            confidence=answer.confidence,
+            radius_m=answer.radius_m,
+            alternatives=answer.alternatives,
+            matches=tuple(_match(v) for v in sorted(verified, key=lambda v: -v.inliers)),
+            exif_gps=query.decoded.exif_gps,
+            timings_ms=dict(timings),
+            descriptor=self.descriptor.name,
+            verifier=self.verifier.name,
+            index_version=self.index.version,
+            query_size=(query.decoded.rgb.shape[1], query.decoded.rgb.shape[0]),
+            correspondences=correspondences,
+            best_reference=None if answer.best is None else answer.best.candidate.entry,
+        )
+
+    def _verify(
+        self,
+        query: Query,
+        chosen: Sequence[Candidate],
+        notify: ProgressCallback,
+        cancel: threading.Event | None,
+    ) -> tuple[list[Verified], dict[int, Verification]]:
+        if not chosen:
+            return [], {}
+        query_features = self.verifier.extract(query.picture)
+        notify(Progress(Stage.VERIFYING, step=0, total=len(chosen)))
+        futures = {
+            self._pool.submit(self._verify_one, query_features, c, cancel): c for c in chosen
+        }
+        verified: list[Verified] = []
+        evidence: dict[int, Verification] = {}
+        for step, future in enumerate(as_completed(futures), 1):
+            candidate = futures[future]
+            result = future.result()
+            verified.append(Verified(candidate, result.inliers, result.inlier_ratio))
+            evidence[candidate.entry.ref_id] = result
+            notify(Progress(Stage.VERIFYING, step=step, total=len(chosen)))
+        _check(cancel)
+        return verified, evidence
+
+    def _verify_one(
+        self, query_features: LocalFeatures, candidate: Candidate, cancel: threading.Event | None
+    ) -> Verification:
+        _check(cancel)
+        ref_id = candidate.entry.ref_id
+        features = self._cache.get(ref_id)
+        if features is None:
+            features = self.verifier.extract(self.index.load_picture(candidate.entry))
+            self._cache.put(ref_id, features)
+        return self.verifier.verify(query_features, features)
+
+
+def _ignore(_: Progress) -> None:
+    return None
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def _match(v: Verified) -> Match:
+    e = v.candidate.entry
+    return Match(ref_id=e.ref_id, source=e.source, source_id=e.source_id, lat=e.lat, lon=e.lon,
+                 similarity=v.candidate.similarity, inliers=v.inliers,
+                 inlier_ratio=v.inlier_ratio, attribution=e.attribution)
+
+
+def _correspondences(
+    evidence: Verification, query: Query
+) -> tuple[tuple[float, float, float, float], ...]:
+    """Inlier pairs, query side in the original photo's pixels, reference side in the store's."""
+    scale = query.decoded.rgb.shape[1] / query.picture.shape[1]
+    pairs = np.hstack([evidence.query_points * scale, evidence.reference_points])
+    if len(pairs) > MAX_CORRESPONDENCES:
+        pairs = pairs[np.linspace(0, len(pairs) - 1, MAX_CORRESPONDENCES).astype(int)]
+    return tuple(tuple(float(x) for x in row) for row in pairs)
