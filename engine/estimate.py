@@ -118,8 +118,12 @@ def estimate(verified: Sequence[Verified], config: EstimateConfig) -> Estimate:
     ranked = sorted(zip(places, (o / total for o in odds), strict=True),
                     key=lambda pc: pc[1], reverse=True)
 
-    alternatives = tuple(_alternative(place, conf, config) for place, conf in ranked)
     top, confidence = ranked[0]
+    alternatives = tuple(
+        _alternative(place, conf, config)
+        for i, (place, conf) in enumerate(ranked)
+        if i == 0 or conf >= config.alternative_min_confidence
+    )
     best = top.best
     if best.inliers < config.min_inliers or confidence < config.located_confidence:
         return Estimate(Status.NO_MATCH, None, None, confidence, None,

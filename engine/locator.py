@@ -24,6 +24,7 @@ from engine.estimate import (
     pick_for_verification,
 )
 from engine.geo import SearchArea
+from engine.index.feature_store import FeatureStore
 from engine.index.reference_index import ReferenceIndex
 from engine.index.store import ReferenceStore
 from engine.results import LocateResult, Match, Progress, Stage
@@ -81,6 +82,10 @@ class Locator:
                 f"{config.descriptor} ({self.descriptor.fingerprint()[:12]})",
             )
         self.verifier = create_verifier(config.verifier, config)
+        self._features: FeatureStore | None = None
+        if (manifest.features_verifier == self.verifier.name
+                and manifest.features_fingerprint == self.verifier.fingerprint()):
+            self._features = FeatureStore(index.directory, self.verifier)
         self._store = ReferenceStore(index.directory)
         self._cache = _FeatureCache(config.sift.cache_size)
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
@@ -215,9 +220,11 @@ class Locator:
         _check(cancel)
         ref_id = candidate.entry.ref_id
         features = self._cache.get(ref_id)
+        if features is None and self._features is not None:
+            features = self._features.load(ref_id)
         if features is None:
             features = self.verifier.extract(self.index.load_picture(candidate.entry))
-            self._cache.put(ref_id, features)
+        self._cache.put(ref_id, features)
         return self.verifier.verify(query_features, features)
 
 

@@ -20,12 +20,14 @@ from engine.config import EngineConfig
 from engine.decode import decode_file
 from engine.descriptors import create_descriptor
 from engine.descriptors.base import GlobalDescriptor
-from engine.errors import DescriptorMismatch, GeoSleuthError, IndexMissing
+from engine.errors import ConfigError, DescriptorMismatch, GeoSleuthError, IndexMissing
 from engine.index.catalog import CATALOG_NAME, Catalog, PendingRef
+from engine.index.feature_store import FeatureStore
 from engine.index.manifest import MANIFEST_NAME, Manifest
 from engine.index.store import ReferenceStore
 from engine.index.vectors import VECTORS_NAME, VectorIndex
 from engine.sources import SourceScan
+from engine.verifiers import create_verifier
 
 # (phase, done, total): the CLI turns it into progress bars.
 BuildProgress = Callable[[str, int, int], None]
@@ -74,8 +76,9 @@ def build_index(
         descriptor, manifest = _open_descriptor(directory, catalog, store, config,
                                                 descriptor_name, report)
         vectors = _open_vectors(directory, manifest)
+        features = _feature_store(directory, manifest, config)
         indexed, failed = _describe_pending(
-            directory, catalog, store, descriptor, vectors, manifest, config, report
+            directory, catalog, store, descriptor, features, vectors, manifest, config, report
         )
         stats = catalog.stats()
         failures = tuple(catalog.failures())
@@ -122,11 +125,14 @@ def _open_descriptor(
         report("learning vocabulary", 0, len(sample))
         descriptor.fit(_pictures(sample, store, config, report), len(sample))
     state = descriptor.save_state(directory)
+    verifier = create_verifier(config.verifier, config)
     manifest = Manifest(
         descriptor=descriptor.name,
         dim=descriptor.dim,
         descriptor_fingerprint=descriptor.fingerprint(),
         descriptor_state=state,
+        features_verifier=verifier.name if config.store_reference_features else None,
+        features_fingerprint=verifier.fingerprint() if config.store_reference_features else None,
     )
     manifest.save(directory)
     return descriptor, manifest
@@ -152,6 +158,21 @@ def _pictures(
             report("learning vocabulary", done, len(sample))
 
 
+def _feature_store(
+    directory: Path, manifest: Manifest, config: EngineConfig
+) -> FeatureStore | None:
+    """The store for reference features, if this index keeps them; settings must not drift."""
+    if manifest.features_verifier is None:
+        return None
+    verifier = create_verifier(manifest.features_verifier, config)
+    if verifier.fingerprint() != manifest.features_fingerprint:
+        raise ConfigError(
+            f"the index stores '{manifest.features_verifier}' features made with other"
+            f" [{manifest.features_verifier}] settings; restore them or rebuild the index"
+        )
+    return FeatureStore(directory, verifier)
+
+
 def _open_vectors(directory: Path, manifest: Manifest) -> VectorIndex:
     path = directory / VECTORS_NAME
     if path.is_file():
@@ -174,6 +195,7 @@ def _describe_pending(
     catalog: Catalog,
     store: ReferenceStore,
     descriptor: GlobalDescriptor,
+    features: FeatureStore | None,
     vectors: VectorIndex,
     manifest: Manifest,
     config: EngineConfig,
@@ -191,6 +213,8 @@ def _describe_pending(
             picture = store.downscale(decode_file(Path(ref.original_path), config.decode).rgb)
             store_path = store.save(ref.ref_id, picture)
             vector = descriptor.describe([picture])[0]
+            if features is not None:
+                features.save(ref.ref_id, features.verifier.extract(picture))
         except GeoSleuthError as exc:
             return _Prepared(ref.ref_id, None, None, str(exc))
         except OSError as exc:

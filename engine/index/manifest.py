@@ -26,6 +26,9 @@ class Manifest:
     descriptor_fingerprint: str
     descriptor_state: dict[str, Any]
     count: int = 0
+    # The verifier (name, settings fingerprint) whose reference features the index stores.
+    features_verifier: str | None = None
+    features_fingerprint: str | None = None
     failed: int = 0
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200

@@ -36,6 +36,15 @@ class Verification:
 class Verifier(Protocol):
     name: ClassVar[str]
 
+    def fingerprint(self) -> str:
+        """A hash of the settings that change extracted features (stored features must match)."""
+
+    def pack(self, features: LocalFeatures) -> dict[str, np.ndarray]:
+        """Compact arrays to store a reference's features on disk."""
+
+    def unpack(self, arrays: dict[str, np.ndarray]) -> LocalFeatures:
+        """The inverse of `pack`."""
+
     def extract(self, rgb: np.ndarray) -> LocalFeatures:
         """RGB uint8 (H, W, 3) -> local features."""
 

@@ -1,0 +1,255 @@
+"""`geosleuth`: the command line. Each subcommand is a short function over the engine's API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bot.config import AppConfig, load_config
+from bot.format import result_text, timings_text
+from engine.errors import GeoSleuthError, SearchAreaError
+from engine.geo import SearchArea, parse_bbox, parse_latlon
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+        return int(args.handler(args, config) or 0)
+    except GeoSleuthError as exc:
+        print(f"geosleuth: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("geosleuth: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geosleuth", description="Find where a street-level photo was taken."
+    )
+    parser.add_argument("--config", type=Path, help="TOML config file (default: $GEOSLEUTH_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="locate views of a generated street, no data needed")
+    demo.add_argument("--out", type=Path, default=Path("geosleuth-demo"),
+                      help="folder for the index and the map pictures (default: %(default)s)")
+    demo.add_argument("--views", type=int, default=24, help="views along the street")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.set_defaults(handler=_run_demo)
+
+    index = commands.add_parser("index", help="build, extend or describe a reference index")
+    index_commands = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    build = index_commands.add_parser("build", help="create or resume an index from photos")
+    add = index_commands.add_parser("add", help="append photos to an existing index")
+    for sub in (build, add):
+        _add_index_option(sub, required=True)
+        sub.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                         help="a folder of geotagged photos or a CSV manifest (path,lat,lon,...)")
+    build.add_argument("--descriptor", help="global descriptor backend (default: from config)")
+    build.set_defaults(handler=_run_index_build, must_exist=False)
+    add.set_defaults(handler=_run_index_build, must_exist=True, descriptor=None)
+    stats = index_commands.add_parser("stats", help="counts, sources, area, descriptor")
+    _add_index_option(stats, required=True)
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(handler=_run_index_stats)
+
+    locate = commands.add_parser("locate", help="find where one photo was taken")
+    locate.add_argument("photo", type=Path, metavar="PHOTO")
+    _add_index_option(locate, required=False)
+    locate.add_argument("--json", action="store_true", help="print one JSON object")
+    locate.add_argument("--top-k", type=int, help="candidates to verify geometrically")
+    locate.add_argument("--map", type=Path, metavar="PNG", help="write the map picture here")
+    _add_area_options(locate)
+    locate.set_defaults(handler=_run_locate)
+
+    evaluate = commands.add_parser("eval", help="accuracy, calibration and latency on known photos")
+    evaluate.add_argument("queries", nargs="?", type=Path, metavar="QUERIES",
+                          help="folder or CSV of query photos with known positions")
+    _add_index_option(evaluate, required=False)
+    evaluate.add_argument("--holdout-every", type=int, metavar="N",
+                          help="build a temporary index from QUERIES minus every N-th photo and"
+                               " query the held-out ones")
+    evaluate.add_argument("--refs", nargs="*", type=Path, default=[], metavar="PATH",
+                          help="extra reference folders/CSVs for --holdout-every")
+    evaluate.add_argument("--degrade", default="",
+                          help="query degradations, e.g. chat,crop0.8,bright1.3,colour,rot3")
+    evaluate.add_argument("--top-k", type=int, help="candidates to verify geometrically")
+    evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_area_options(evaluate)
+    evaluate.set_defaults(handler=_run_eval)
+    return parser
+
+
+def _add_index_option(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument("--index", type=Path, required=required, metavar="DIR",
+                        help="index directory" + ("" if required else " (default: from config)"))
+
+
+def _add_area_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bbox", metavar="W,S,E,N", help="search only inside this box (degrees)")
+    parser.add_argument("--near", metavar="LAT,LON", help="search only around this point")
+    parser.add_argument("--radius-km", type=float, default=5.0,
+                        help="radius around --near (default: %(default)s km)")
+
+
+def _search_area(args: argparse.Namespace) -> SearchArea | None:
+    if args.bbox and args.near:
+        raise SearchAreaError("give either --bbox or --near, not both")
+    if args.bbox:
+        return parse_bbox(args.bbox)
+    if args.near:
+        lat, lon = parse_latlon(args.near)
+        return SearchArea.around(lat, lon, args.radius_km * 1000.0)
+    return None
+
+
+def _with_index(config: AppConfig, args: argparse.Namespace) -> AppConfig:
+    if getattr(args, "index", None) is None:
+        return config
+    return replace(config, engine=replace(config.engine, index_path=args.index))
+
+
+class _Bars:
+    """One tqdm bar per build phase on stderr (so --json output stays clean), closed when done."""
+
+    def __init__(self) -> None:
+        self._bars: dict[str, tqdm] = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        bar = self._bars.get(phase)
+        if bar is None:
+            bar = self._bars[phase] = tqdm(total=total, desc=phase, unit="img", file=sys.stderr,
+                                           dynamic_ncols=True)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+
+def _run_index_build(args: argparse.Namespace, config: AppConfig) -> int:
+    from engine.index.builder import build_index
+    from engine.sources import scan_source
+
+    scans = [scan_source(p) for p in args.paths]
+    bars = _Bars()
+    try:
+        report = build_index(args.index, scans, config.engine, descriptor_name=args.descriptor,
+                             must_exist=args.must_exist, progress=bars)
+    finally:
+        bars.close()
+    print(
+        f"Indexed {report.indexed_now} new photos in {report.seconds:.1f} s"
+        f" ({report.images_per_s:.1f} images/s); the index holds {report.total_indexed}."
+    )
+    skipped = {
+        "already indexed": report.duplicates,
+        "without a position": report.skipped_no_position,
+        "unreadable": report.skipped_unreadable,
+        "failed to decode": report.failed_now,
+    }
+    notes = [f"{n} {why}" for why, n in skipped.items() if n]
+    if notes:
+        print("Skipped: " + ", ".join(notes) + ".")
+    for path, reason in report.failures[:5] if report.failed_now else ():
+        print(f"  {path}: {reason}")
+    return 0
+
+
+def _run_index_stats(args: argparse.Namespace, config: AppConfig) -> int:
+    from engine.index.catalog import CATALOG_NAME, Catalog
+    from engine.index.manifest import Manifest
+
+    manifest = Manifest.load(args.index)
+    catalog = Catalog(args.index / CATALOG_NAME, read_only=True)
+    try:
+        stats = catalog.stats()
+    finally:
+        catalog.close()
+    data = {
+        "index": str(args.index),
+        "descriptor": manifest.descriptor,
+        "dim": manifest.dim,
+        "descriptor_fingerprint": manifest.descriptor_fingerprint,
+        "projection": manifest.descriptor_state.get("projection"),
+        "indexed": stats.indexed,
+        "pending": stats.pending,
+        "failed": stats.failed,
+        "sources": stats.sources,
+        "bbox": stats.bbox,
+        "created_at": manifest.created_at,
+        "updated_at": manifest.updated_at,
+        "version": manifest.version,
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    for key, value in data.items():
+        if key == "bbox" and value is not None:
+            value = "W {:.5f}, S {:.5f}, E {:.5f}, N {:.5f}".format(*value)
+        elif key == "sources":
+            value = ", ".join(f"{s}: {n}" for s, n in value.items()) or "none"
+        print(f"{key:>24}: {value}")
+    return 0
+
+
+def _run_locate(args: argparse.Namespace, config: AppConfig) -> int:
+    from engine.locator import Locator
+
+    config = _with_index(config, args)
+    area = _search_area(args)
+    try:
+        data = args.photo.read_bytes()
+    except OSError as exc:
+        raise GeoSleuthError(f"cannot read {args.photo}: {exc.strerror}") from None
+    with ExitStack() as stack:
+        locator = Locator.open(config.engine)
+        stack.callback(locator.close)
+        result = locator.locate(data, area=area, top_k=args.top_k)
+    if args.map is not None:
+        from bot.render import render_map
+
+        args.map.write_bytes(render_map(result, config.map))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(result_text(result))
+        print(f"Timings: {timings_text(result)}")
+        if args.map is not None:
+            print(f"Map written to {args.map}")
+    return 0
+
+
+def _run_eval(args: argparse.Namespace, config: AppConfig) -> int:
+    from bot.evaluate import run_eval
+
+    if args.queries is None:
+        raise GeoSleuthError("give QUERIES: a folder or CSV of photos with known positions")
+    config = _with_index(config, args)
+    with tempfile.TemporaryDirectory(prefix="geosleuth-eval-") as scratch:
+        summary = run_eval(args, config, Path(scratch), _search_area(args), _Bars())
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _run_demo(args: argparse.Namespace, config: AppConfig) -> int:
+    from bot.demo import run_demo
+
+    return run_demo(args.out, args.views, args.seed, config, _Bars())

@@ -1,0 +1,82 @@
+"""Shared fixtures: real indexes built once per session from real or generated photos."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from engine.config import EngineConfig
+from engine.index.builder import build_index
+from engine.results import ReferenceRecord
+from engine.sources import SourceScan, scan_source
+from engine.synthetic import SyntheticView, make_street
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+HOLD_OUT_EVERY = 3
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test saying why."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the real photos in ../shared/data are not available")
+    return path
+
+
+def split_every(records: tuple[ReferenceRecord, ...], n: int = HOLD_OUT_EVERY):
+    kept = tuple(r for i, r in enumerate(records, 1) if i % n)
+    held = tuple(r for i, r in enumerate(records, 1) if i % n == 0)
+    return kept, held
+
+
+def jpeg_bytes(rgb, quality: int = 92) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def lund_split() -> tuple[tuple[ReferenceRecord, ...], tuple[ReferenceRecord, ...]]:
+    """(references, held-out queries): every third Lund frame is held out."""
+    return split_every(scan_source(shared_data("lund")).records)
+
+
+@pytest.fixture(scope="session")
+def lund_index(tmp_path_factory, lund_split) -> EngineConfig:
+    """An engine config over a real index: Lund minus held-out frames, plus Berlin."""
+    references, _ = lund_split
+    directory = tmp_path_factory.mktemp("lund-index")
+    scans = [SourceScan(references), scan_source(shared_data("berlin"))]
+    build_index(directory, scans, EngineConfig())
+    return replace(EngineConfig(), index_path=directory)
+
+
+@pytest.fixture(scope="session")
+def street() -> list[SyntheticView]:
+    return make_street(seed=3, n_views=15)
+
+
+@pytest.fixture(scope="session")
+def street_index(tmp_path_factory, street) -> EngineConfig:
+    """An index of the generated street minus every third view (no shared data needed)."""
+    folder = tmp_path_factory.mktemp("street")
+    with (folder / "refs.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "lat", "lon", "source", "source_id"])
+        for i, view in enumerate(street, 1):
+            if i % HOLD_OUT_EVERY:
+                (folder / f"{view.name}.jpg").write_bytes(jpeg_bytes(view.rgb))
+                writer.writerow([f"{view.name}.jpg", view.lat, view.lon, "synthetic", view.name])
+    directory = folder / "index"
+    build_index(directory, [scan_source(folder / "refs.csv")], EngineConfig())
+    return replace(EngineConfig(), index_path=directory)
+
+
+@pytest.fixture(scope="session")
+def street_queries(street) -> list[SyntheticView]:
+    return [v for i, v in enumerate(street, 1) if i % HOLD_OUT_EVERY == 0]
