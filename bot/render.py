@@ -1,0 +1,505 @@
+"""The pictures a reply carries: the static map of an answer and the evidence of a match.
+
+Rendering is blocking (tile downloads, Pillow); async callers run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import textwrap
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from staticmap import StaticMap
+
+from engine.geo import haversine_m
+from engine.results import LocateResult
+
+TILE_PX = 256
+MAX_ZOOM = 18
+MERCATOR_LAT_LIMIT = 85.05112878
+EARTH_CIRCUMFERENCE_M = 40_075_016.686  # the Web-Mercator sphere at the equator
+SUPERSAMPLE = 3  # Pillow draws no anti-aliased shapes; draw big and shrink
+
+HEADER_PX = 58
+FOOTER_PX = 34
+SIDE_PAD_PX = 36
+MARKER_PAD_PX = 16
+
+ESTIMATE = (220, 38, 38)
+ALTERNATIVE = (234, 138, 0)
+TRUTH = (22, 150, 70)
+EXIF = (37, 99, 235)
+INK = (32, 33, 36)
+MUTED = (95, 99, 104)
+PAPER = (236, 234, 228)
+GRID = (214, 211, 203)
+
+
+@dataclass(frozen=True, slots=True)
+class MapStyle:
+    """Where tiles come from, how we identify ourselves to the tile server, and the picture size."""
+
+    tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    user_agent: str = "GeoSleuth/0.1 (+https://github.com/geosleuth)"
+    attribution: str = "© OpenStreetMap contributors"
+    width: int = 800
+    height: int = 600
+    tile_timeout_s: float = 5.0
+    tiles_enabled: bool = True
+
+
+# --- Web-Mercator geometry ------------------------------------------------------------------
+
+
+def latlon_to_px(lat: float, lon: float, zoom: int) -> tuple[float, float]:
+    """Global Web-Mercator pixel of a point at `zoom` (the tile grid's pixel space)."""
+    world = TILE_PX * 2**zoom
+    s = math.sin(math.radians(max(-MERCATOR_LAT_LIMIT, min(MERCATOR_LAT_LIMIT, lat))))
+    x = (lon + 180.0) / 360.0 * world
+    y = (0.5 - math.log((1 + s) / (1 - s)) / (4 * math.pi)) * world
+    return x, y
+
+
+def px_to_latlon(x: float, y: float, zoom: int) -> tuple[float, float]:
+    world = TILE_PX * 2**zoom
+    lon = x / world * 360.0 - 180.0
+    lat = math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * y / world))))
+    return lat, lon
+
+
+def metres_per_px(lat: float, zoom: int) -> float:
+    return EARTH_CIRCUMFERENCE_M * math.cos(math.radians(lat)) / (TILE_PX * 2**zoom)
+
+
+@dataclass(frozen=True, slots=True)
+class _Viewport:
+    """A picture's window onto the global pixel space at one zoom."""
+
+    zoom: int
+    left: float
+    top: float
+    width: int
+    height: int
+
+    def to_image(self, lat: float, lon: float) -> tuple[float, float]:
+        x, y = latlon_to_px(lat, lon, self.zoom)
+        return x - self.left, y - self.top
+
+    def centre_latlon(self) -> tuple[float, float]:
+        return px_to_latlon(self.left + self.width / 2, self.top + self.height / 2, self.zoom)
+
+    def metres_per_px(self) -> float:
+        return metres_per_px(self.centre_latlon()[0], self.zoom)
+
+
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    lat: float
+    lon: float
+    kind: str  # "estimate" | "alternative" | "truth" | "exif"
+    radius_m: float = 0.0
+    label: str = ""
+
+
+def _fit_viewport(marks: Sequence[_Mark], width: int, height: int) -> _Viewport:
+    """The highest zoom at which every mark (and the estimate's circle) fits the free area."""
+    free_w = width - 2 * SIDE_PAD_PX
+    free_h = height - HEADER_PX - FOOTER_PX - 2 * MARKER_PAD_PX
+    for zoom in range(MAX_ZOOM, -1, -1):
+        xs, ys = [], []
+        for m in marks:
+            x, y = latlon_to_px(m.lat, m.lon, zoom)
+            r = MARKER_PAD_PX
+            if m.kind == "estimate":
+                r = max(r, m.radius_m / metres_per_px(m.lat, zoom))
+            xs += [x - r, x + r]
+            ys += [y - r, y + r]
+        if zoom == 0 or (max(xs) - min(xs) <= free_w and max(ys) - min(ys) <= free_h):
+            break
+    cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+    free_cy = HEADER_PX + MARKER_PAD_PX + free_h / 2  # centre the marks in the free area
+    return _Viewport(zoom, cx - width / 2, cy - free_cy, width, height)
+
+
+# --- basemap --------------------------------------------------------------------------------
+
+
+class _TileMap(StaticMap):  # type: ignore[misc]
+    """StaticMap that stops at the first failed tile instead of retrying each one three times."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._failed = threading.Event()
+
+    def get(self, url: str, **kwargs: Any) -> tuple[int, bytes]:
+        if self._failed.is_set():
+            raise ConnectionError("the tile server already failed for this map")
+        try:
+            status, content = super().get(url, **kwargs)
+        except Exception:
+            self._failed.set()
+            raise
+        if status != 200:
+            self._failed.set()
+        return status, content
+
+
+def _basemap(view: _Viewport, style: MapStyle) -> Image.Image | None:
+    """Tiles under the viewport, or None when they cannot all be had (offline, blocked, slow)."""
+    if not style.tiles_enabled:
+        return None
+    tiles = _TileMap(
+        view.width,
+        view.height,
+        url_template=style.tile_url,
+        tile_request_timeout=style.tile_timeout_s,
+        headers={"User-Agent": style.user_agent},
+    )
+    lat, lon = view.centre_latlon()
+    cx, cy = latlon_to_px(lat, lon, view.zoom)
+    n = 2**view.zoom
+    probe = style.tile_url.format(z=view.zoom, x=int(cx // TILE_PX) % n, y=int(cy // TILE_PX) % n)
+    try:
+        # One probe first: an unreachable server fails here, quietly and after one timeout.
+        status, _ = tiles.get(probe, timeout=style.tile_timeout_s, headers=tiles.headers)
+        if status != 200:
+            return None
+        return tiles.render(zoom=view.zoom, center=[lon, lat]).convert("RGB")
+    except Exception:
+        return None
+
+
+def _paper(view: _Viewport) -> Image.Image:
+    """The fallback basemap: neutral paper with a labelled lat/lon grid in the same geometry."""
+    img = Image.new("RGB", (view.width, view.height), PAPER)
+    draw = ImageDraw.Draw(img)
+    font = _font(11)
+    top_lat, left_lon = px_to_latlon(view.left, view.top, view.zoom)
+    bottom_lat, right_lon = px_to_latlon(view.left + view.width, view.top + view.height, view.zoom)
+    labels_y = (HEADER_PX, view.height - FOOTER_PX - 14)  # keep labels clear of the cards
+
+    step = _nice_step((right_lon - left_lon) / 5)
+    for lon in _ticks(left_lon, right_lon, step):
+        x, _ = view.to_image(top_lat, lon)
+        draw.line([(x, 0), (x, view.height)], fill=GRID, width=1)
+        label = _degrees(lon, step, "E", "W")
+        if x + 8 + draw.textlength(label, font=font) < view.width:
+            draw.text((x + 4, HEADER_PX + 4), label, fill=MUTED, font=font)
+    step = _nice_step((top_lat - bottom_lat) / 4)
+    for lat in _ticks(bottom_lat, top_lat, step):
+        _, y = view.to_image(lat, left_lon)
+        draw.line([(0, y), (view.width, y)], fill=GRID, width=1)
+        if labels_y[0] + 20 < y < labels_y[1]:
+            draw.text((6, y - 15), _degrees(lat, step, "N", "S"), fill=MUTED, font=font)
+    return img
+
+
+def _ticks(lo: float, hi: float, step: float) -> list[float]:
+    first = math.ceil(lo / step)
+    return [k * step for k in range(first, math.floor(hi / step) + 1)]
+
+
+def _degrees(value: float, step: float, positive: str, negative: str) -> str:
+    decimals = max(0, -math.floor(math.log10(step)))
+    return f"{abs(value):.{decimals}f}°{positive if value >= 0 else negative}"
+
+
+def _nice_step(raw: float) -> float:
+    """1, 2 or 5 times a power of ten, at least `raw`."""
+    power = 10.0 ** math.floor(math.log10(raw))
+    return next(k * power for k in (1, 2, 5, 10) if k * power >= raw)
+
+
+# --- drawing --------------------------------------------------------------------------------
+
+
+@functools.cache
+def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    try:
+        return ImageFont.truetype(name, size)
+    except OSError:
+        return ImageFont.load_default(size)
+
+
+def _marks(result: LocateResult, truth: tuple[float, float] | None) -> list[_Mark]:
+    """What to show, bottom layer first: alternatives, then the photo's own GPS, truth, estimate."""
+    marks = [
+        _Mark(a.lat, a.lon, "alternative", a.radius_m, str(i))
+        for i, a in enumerate(result.alternatives, start=1)
+    ]
+    if result.exif_gps is not None:
+        marks.append(_Mark(result.exif_gps.lat, result.exif_gps.lon, "exif"))
+    if truth is not None:
+        marks.append(_Mark(truth[0], truth[1], "truth"))
+    if result.lat is not None and result.lon is not None:
+        marks.append(_Mark(result.lat, result.lon, "estimate", result.radius_m or 0.0))
+    return marks
+
+
+def _draw_marks(img: Image.Image, view: _Viewport, marks: Sequence[_Mark]) -> None:
+    s = SUPERSAMPLE
+    layer = Image.new("RGBA", (view.width * s, view.height * s), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+
+    for m in marks:  # uncertainty circles under every marker
+        if m.radius_m <= 0 or m.kind not in ("estimate", "alternative"):
+            continue
+        x, y = view.to_image(m.lat, m.lon)
+        r = m.radius_m / metres_per_px(m.lat, view.zoom)
+        colour = ESTIMATE if m.kind == "estimate" else ALTERNATIVE
+        fill, outline = (45, 230) if m.kind == "estimate" else (22, 150)
+        draw.ellipse(
+            _box(x * s, y * s, r * s), fill=(*colour, fill), outline=(*colour, outline), width=2 * s
+        )
+        if m.kind == "estimate":
+            # The estimate's circle is what a reader looks for: give it a white halo on busy tiles.
+            draw.ellipse(_box(x * s, y * s, r * s + 2 * s), outline=(255, 255, 255, 150), width=s)
+
+    for m in marks:
+        x, y = (v * s for v in view.to_image(m.lat, m.lon))
+        if m.kind == "alternative":
+            draw.ellipse(_box(x, y, 11 * s), fill=(255, 255, 255, 255))
+            draw.ellipse(_box(x, y, 9 * s), fill=(*ALTERNATIVE, 255))
+        elif m.kind == "exif":
+            r = 10 * s
+            draw.polygon(
+                [(x, y - r - 3 * s), (x + r + 3 * s, y), (x, y + r + 3 * s), (x - r - 3 * s, y)],
+                fill=(255, 255, 255, 255),
+            )
+            draw.polygon([(x, y - r), (x + r, y), (x, y + r), (x - r, y)], fill=(*EXIF, 255))
+        elif m.kind == "truth":
+            draw.ellipse(_box(x, y, 11 * s), fill=(255, 255, 255, 255))
+            draw.ellipse(_box(x, y, 9 * s), outline=(*TRUTH, 255), width=3 * s)
+            draw.ellipse(_box(x, y, 3 * s), fill=(*TRUTH, 255))
+        else:
+            draw.ellipse(_box(x + s, y + 2 * s, 12 * s), fill=(0, 0, 0, 70))  # drop shadow
+            draw.ellipse(_box(x, y, 12 * s), fill=(255, 255, 255, 255))
+            draw.ellipse(_box(x, y, 9 * s), fill=(*ESTIMATE, 255))
+
+    layer = layer.resize((view.width, view.height), Image.Resampling.LANCZOS)
+    img.paste(layer, (0, 0), layer)
+    text = ImageDraw.Draw(img)
+    for m in marks:
+        if m.kind == "alternative":
+            x, y = view.to_image(m.lat, m.lon)
+            text.text((x, y), m.label, fill="white", font=_font(11, bold=True), anchor="mm")
+
+
+def _box(x: float, y: float, r: float) -> tuple[float, float, float, float]:
+    return (x - r, y - r, x + r, y + r)
+
+
+def _panel(img: Image.Image, box: tuple[float, float, float, float], alpha: int = 225) -> None:
+    """A translucent white card that keeps text legible on any basemap."""
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    ImageDraw.Draw(layer).rounded_rectangle(
+        box, radius=6, fill=(255, 255, 255, alpha), outline=(0, 0, 0, 40)
+    )
+    img.paste(layer, (0, 0), layer)
+
+
+def _header(img: Image.Image, title: str, subtitle: str, legend: Sequence[tuple[str, str]]) -> None:
+    w = img.width
+    _panel(img, (8, 8, w - 8, HEADER_PX - 4), alpha=235)
+    draw = ImageDraw.Draw(img)
+    draw.text((20, 14), title, fill=INK, font=_font(16, bold=True))
+    draw.text((20, 35), subtitle, fill=MUTED, font=_font(12))
+    x = w - 20
+    font = _font(11)
+    for kind, label in reversed(legend):  # right-aligned legend, one swatch per kind shown
+        x -= draw.textlength(label, font=font)
+        draw.text((x, 27), label, fill=INK, font=font, anchor="lm")
+        x -= 16
+        colour = {"estimate": ESTIMATE, "alternative": ALTERNATIVE, "truth": TRUTH, "exif": EXIF}[
+            kind
+        ]
+        if kind == "exif":
+            draw.polygon([(x + 6, 21), (x + 12, 27), (x + 6, 33), (x, 27)], fill=colour)
+        elif kind == "truth":
+            draw.ellipse((x, 21, x + 12, 33), outline=colour, width=3)
+        else:
+            draw.ellipse((x, 21, x + 12, 33), fill=colour)
+        x -= 14
+
+
+def _scale_bar(img: Image.Image, view: _Viewport) -> None:
+    mpp = view.metres_per_px()
+    length_m = _nice_step(110 * mpp)
+    if length_m / mpp > 130:
+        length_m = _nice_step(length_m / 2.5)
+    bar_px = length_m / mpp
+    label = f"{length_m / 1000:g} km" if length_m >= 1000 else f"{length_m:g} m"
+    x0, y = 18, img.height - 16
+    draw = ImageDraw.Draw(img)
+    label_w = draw.textlength(label, font=_font(11))
+    _panel(img, (8, y - 20, x0 + bar_px + label_w + 20, img.height - 6))
+    draw = ImageDraw.Draw(img)
+    draw.line([(x0, y), (x0 + bar_px, y)], fill=INK, width=3)
+    for xt in (x0, x0 + bar_px):
+        draw.line([(xt, y - 6), (xt, y + 1)], fill=INK, width=2)
+    draw.text((x0 + bar_px + 8, y - 2), label, fill=INK, font=_font(11), anchor="lm")
+
+
+def _footer_note(img: Image.Image, text: str) -> None:
+    font = _font(10)
+    draw = ImageDraw.Draw(img)
+    tw = draw.textlength(text, font=font)
+    x1, y1 = img.width - 8, img.height - 6
+    _panel(img, (x1 - tw - 14, y1 - 18, x1, y1))
+    ImageDraw.Draw(img).text((x1 - 7, y1 - 9), text, fill=MUTED, font=font, anchor="rm")
+
+
+def _no_match_card(style: MapStyle) -> Image.Image:
+    img = Image.new("RGB", (style.width, style.height), PAPER)
+    draw = ImageDraw.Draw(img)
+    cx, cy = style.width / 2, style.height / 2
+    draw.ellipse(_box(cx, cy - 60, 38), outline=MUTED, width=4)
+    draw.text((cx, cy - 60), "?", fill=MUTED, font=_font(44, bold=True), anchor="mm")
+    draw.text((cx, cy + 10), "No confident match", fill=INK, font=_font(24, bold=True), anchor="mm")
+    draw.text(
+        (cx, cy + 44),
+        "The photo did not match the reference imagery closely enough.",
+        fill=MUTED,
+        font=_font(13),
+        anchor="mm",
+    )
+    draw.text(
+        (cx, cy + 66),
+        "A wider, sharper street-level photo gives the best chance.",
+        fill=MUTED,
+        font=_font(13),
+        anchor="mm",
+    )
+    return img
+
+
+def _titles(result: LocateResult, truth: tuple[float, float] | None) -> tuple[str, str]:
+    if result.lat is None or result.lon is None:
+        n = len(result.alternatives)
+        if n == 0:
+            return "No confident match", "no leads from the reference index"
+        best = max(a.confidence for a in result.alternatives)
+        leads = f"{n} lead{'s' if n != 1 else ''} · best confidence {best:.0%}"
+        return "No confident match — leads only", leads
+    parts = [
+        f"±{result.radius_m:,.0f} m" if result.radius_m else "",
+        f"confidence {result.confidence:.0%}",
+    ]
+    if truth is not None:
+        parts.append(f"{haversine_m(result.lat, result.lon, *truth):,.0f} m from truth")
+    if result.exif_gps is not None:
+        off = haversine_m(result.lat, result.lon, result.exif_gps.lat, result.exif_gps.lon)
+        parts.append(f"{off:,.0f} m from EXIF GPS")
+    return f"{result.lat:.5f}, {result.lon:.5f}", " · ".join(p for p in parts if p)
+
+
+def _legend(marks: Sequence[_Mark]) -> list[tuple[str, str]]:
+    names = {
+        "estimate": "estimate",
+        "alternative": "alternatives",
+        "truth": "true position",
+        "exif": "EXIF GPS",
+    }
+    kinds = {m.kind for m in marks}
+    return [(k, names[k]) for k in ("estimate", "alternative", "exif", "truth") if k in kinds]
+
+
+def render_map(
+    result: LocateResult, style: MapStyle, *, truth: tuple[float, float] | None = None
+) -> bytes:
+    """PNG of the answer on a map: estimate, uncertainty circle, alternatives, EXIF GPS, truth."""
+    marks = _marks(result, truth)
+    if not marks:
+        return _png(_no_match_card(style))
+    view = _fit_viewport(marks, style.width, style.height)
+    base = _basemap(view, style)
+    img = base if base is not None else _paper(view)
+    _draw_marks(img, view, marks)
+    _header(img, *_titles(result, truth), _legend(marks))
+    _scale_bar(img, view)
+    _footer_note(img, style.attribution if base is not None else "basemap unavailable")
+    return _png(img)
+
+
+# --- evidence -------------------------------------------------------------------------------
+
+EVIDENCE_MAX_W = 1600
+EVIDENCE_MAX_H = 720
+EVIDENCE_GAP = 12
+MAX_LINES = 150
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
+
+
+def render_evidence(
+    query_rgb: np.ndarray,
+    reference_rgb: np.ndarray,
+    query_points: np.ndarray | Sequence[Sequence[float]],
+    reference_points: np.ndarray | Sequence[Sequence[float]],
+    caption: str,
+) -> bytes:
+    """PNG of the query beside the matched reference, inlier correspondences drawn across."""
+    q, r = _as_rgb(query_rgb), _as_rgb(reference_rgb)
+    qp = np.asarray(query_points, np.float64).reshape(-1, 2)
+    rp = np.asarray(reference_points, np.float64).reshape(-1, 2)
+    if len(qp) != len(rp):
+        raise ValueError(
+            f"{len(qp)} query points but {len(rp)} reference points: they must pair up"
+        )
+
+    h = min(max(q.shape[0], r.shape[0]), EVIDENCE_MAX_H)
+    sq, sr = h / q.shape[0], h / r.shape[0]
+    total_w = q.shape[1] * sq + r.shape[1] * sr + EVIDENCE_GAP
+    if total_w > EVIDENCE_MAX_W:
+        shrink = (EVIDENCE_MAX_W - EVIDENCE_GAP) / (total_w - EVIDENCE_GAP)
+        h, sq, sr = max(1, int(h * shrink)), sq * shrink, sr * shrink
+    qw, rw = max(1, int(q.shape[1] * sq)), max(1, int(r.shape[1] * sr))
+    sq, sr = qw / q.shape[1], rw / r.shape[1]
+
+    font = _font(14)
+    chars_per_line = max(20, int((qw + rw + EVIDENCE_GAP - 24) / 8))
+    lines = textwrap.wrap(caption, chars_per_line) or [""]
+    caption_h = 16 + 20 * len(lines)
+    canvas = np.full((h + caption_h, qw + EVIDENCE_GAP + rw, 3), 255, np.uint8)
+    canvas[:h, :qw] = cv2.resize(q, (qw, h), interpolation=cv2.INTER_AREA)
+    canvas[:h, qw + EVIDENCE_GAP :] = cv2.resize(r, (rw, h), interpolation=cv2.INTER_AREA)
+
+    keep = np.unique(np.linspace(0, len(qp) - 1, min(len(qp), MAX_LINES)).round().astype(int))
+    for k, i in enumerate(keep):
+        hue = int(180 * k / max(1, len(keep)))
+        colour = cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2RGB)[0, 0].tolist()
+        a = (round(qp[i, 0] * sq), round(qp[i, 1] * sq))
+        b = (round(rp[i, 0] * sr) + qw + EVIDENCE_GAP, round(rp[i, 1] * sr))
+        cv2.line(canvas, a, b, colour, 1, cv2.LINE_AA)
+        cv2.circle(canvas, a, 3, colour, 1, cv2.LINE_AA)
+        cv2.circle(canvas, b, 3, colour, 1, cv2.LINE_AA)
+
+    img = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(img)
+    for x, tag in ((6, "query"), (qw + EVIDENCE_GAP + 6, "reference")):
+        tw = draw.textlength(tag, font=_font(12, bold=True))
+        draw.rectangle((x, 6, x + tw + 10, 24), fill=(32, 33, 36))
+        draw.text((x + 5, 15), tag, fill="white", font=_font(12, bold=True), anchor="lm")
+    for n, line in enumerate(lines):
+        draw.text((12, h + 8 + 20 * n), line, fill=INK, font=font)
+    return _png(img)
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
