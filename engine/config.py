@@ -24,8 +24,9 @@ class DecodeConfig:
 class VladConfig:
     clusters: int = 64
     dim: int = 512
-    max_side: int = 640
-    max_features: int = 1500
+    # The same as [sift]: the verifier then reuses the descriptor's SIFT run on each photo.
+    max_side: int = 1024
+    max_features: int = 2048
     vocabulary_sample_images: int = 2000
     vocabulary_max_descriptors: int = 200_000
     # PCA-whitening needs clearly more images than dimensions; below this a fixed random
@@ -64,9 +65,12 @@ class EstimateConfig:
     inliers_midpoint: float = 22.0
     inliers_scale: float = 3.0
     base_radius_m: float = 25.0
+    # Verified places closer than this are one answer seen from neighbouring spots, not rivals;
+    # it is also the distance the confidence is calibrated for (the answer within 50 m).
+    agreement_radius_m: float = 50.0
     located_confidence: float = 0.5
     max_alternatives: int = 4
-    alternative_min_confidence: float = 0.01  # weaker places are noise, not alternatives
+    alternative_min_confidence: float = 0.05  # weaker places are noise, not alternatives or leads
 
 
 @dataclass(frozen=True)

@@ -102,8 +102,10 @@ def estimate(verified: Sequence[Verified], config: EstimateConfig) -> Estimate:
 
     Each place (cluster) gets a probability of showing the query's scene from its strongest
     inlier count, plus a quarter of its other members' counts (independent agreeing views).
-    Places compete: the answer's confidence is its odds over one plus everyone's odds, i.e.
-    the posterior if at most one place is right and "none of them" is the prior alternative.
+    Places compete: a place's posterior is its odds over one plus everyone's odds (at most one
+    place is right, and "none of them" is the prior alternative). Places closer together than
+    `agreement_radius_m` are one answer, not rivals: the confidence that the answer is right
+    (within that radius) is the sum of their posteriors.
     """
     if not verified:
         return Estimate(Status.NO_MATCH, None, None, 0.0, None, (), None)
@@ -117,20 +119,41 @@ def estimate(verified: Sequence[Verified], config: EstimateConfig) -> Estimate:
     total = 1.0 + sum(odds)
     ranked = sorted(zip(places, (o / total for o in odds), strict=True),
                     key=lambda pc: pc[1], reverse=True)
+    groups = _merge_agreeing(ranked, config.agreement_radius_m)
 
-    top, confidence = ranked[0]
-    alternatives = tuple(
-        _alternative(place, conf, config)
-        for i, (place, conf) in enumerate(ranked)
-        if i == 0 or conf >= config.alternative_min_confidence
-    )
+    top, confidence = groups[0]
     best = top.best
-    if best.inliers < config.min_inliers or confidence < config.located_confidence:
+    located = best.inliers >= config.min_inliers and confidence >= config.located_confidence
+    places = [
+        _alternative(place, mass, config)
+        for i, (place, mass) in enumerate(groups)
+        if (located and i == 0) or mass >= config.alternative_min_confidence
+    ]
+    if not located:
+        # Leads only: candidate places with some evidence, never presented as the answer.
         return Estimate(Status.NO_MATCH, None, None, confidence, None,
-                        alternatives[: config.max_alternatives], best)
-    answer = alternatives[0]
+                        tuple(places[: config.max_alternatives]), best)
+    answer = places[0]
     return Estimate(Status.LOCATED, answer.lat, answer.lon, confidence, answer.radius_m,
-                    alternatives[1: 1 + config.max_alternatives], best)
+                    tuple(places[1: 1 + config.max_alternatives]), best)
+
+
+def _merge_agreeing(
+    ranked: list[tuple[_Place, float]], radius_m: float
+) -> list[tuple[_Place, float]]:
+    """Fold every place into the strongest one within `radius_m` of it (posteriors add up)."""
+    groups: list[tuple[_Place, float]] = []
+    for place, posterior in ranked:
+        anchor = place.best.candidate.entry
+        for i, (group, mass) in enumerate(groups):
+            lead = group.best.candidate.entry
+            if haversine_m(anchor.lat, anchor.lon, lead.lat, lead.lon) <= radius_m:
+                merged = _Place(group.members + place.members, group.probability)
+                groups[i] = (merged, mass + posterior)
+                break
+        else:
+            groups.append((place, posterior))
+    return sorted(groups, key=lambda g: g[1], reverse=True)
 
 
 def _alternative(place: _Place, confidence: float, config: EstimateConfig) -> Alternative:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
+
 import cv2
 import numpy as np
 
 DESCRIPTOR_SIZE = 128
+# Per thread, the last few images' features: a batch of queries is described, then verified.
+RECENT_PER_THREAD = 8
+_recent = threading.local()
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -44,3 +51,29 @@ def rootsift(gray: np.ndarray, max_features: int) -> tuple[np.ndarray, np.ndarra
     l1 = descriptors.sum(axis=1, keepdims=True)
     root = np.sqrt(descriptors / np.maximum(l1, np.finfo(np.float32).tiny))
     return points, root.astype(np.float32)
+
+
+def image_rootsift(
+    image: np.ndarray, max_side: int, max_features: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """RootSIFT of `image` shrunk to `max_side`: keypoints in `image` pixels, descriptors, scale.
+
+    The `vlad` descriptor and the `sift` verifier ask for the same photo's features one after
+    the other; SIFT is half the cost of a query and of an index build, so the last few results
+    per thread are remembered by the image object's identity (pictures are never modified in
+    place) and SIFT runs once per photo.
+    """
+    recent: OrderedDict = getattr(_recent, "items", None) or OrderedDict()
+    _recent.items = recent
+    key = (id(image), max_side, max_features)
+    hit = recent.get(key)
+    if hit is not None and hit[0]() is image:
+        recent.move_to_end(key)
+        return hit[1]
+    small, scale = resize_max_side(to_gray(image), max_side)
+    points, descriptors = rootsift(small, max_features)
+    result = (points / np.float32(scale), descriptors, scale)
+    recent[key] = (weakref.ref(image), result)
+    while len(recent) > RECENT_PER_THREAD:
+        recent.popitem(last=False)
+    return result

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from engine.config import EngineConfig
-from engine.degrade import parse_degradations, apply_degradations
+from engine.degrade import apply_degradations, parse_degradations
 from engine.errors import DescriptorMismatch, IndexMissing, NotAnImage, SearchAreaError
 from engine.geo import SearchArea, haversine_m
 from engine.locator import Locator
@@ -42,7 +42,8 @@ def test_result_json_has_the_documented_shape(street_locator, street_queries):
     match = data["matches"][0]
     assert {"ref_id", "source", "source_id", "lat", "lon", "similarity", "inliers"} <= match.keys()
     assert match["inliers"] == max(m["inliers"] for m in data["matches"])
-    assert {"decode", "describe", "search", "verify", "estimate", "total"} <= data["timings_ms"].keys()
+    stages = {"decode", "describe", "search", "verify", "estimate", "total"}
+    assert stages <= data["timings_ms"].keys()
 
 
 def test_progress_passes_every_stage_in_order(street_locator, street_queries):

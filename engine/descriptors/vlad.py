@@ -14,7 +14,7 @@ import numpy as np
 
 from engine.config import VladConfig
 from engine.errors import ConfigError, GeoSleuthError, IndexCorrupt
-from engine.features import DESCRIPTOR_SIZE, resize_max_side, rootsift, to_gray
+from engine.features import DESCRIPTOR_SIZE, image_rootsift
 
 VOCABULARY_FILE = "vlad_vocabulary.npy"
 PROJECTION_FILE = "vlad_projection.npz"
@@ -180,8 +180,7 @@ class VladDescriptor:
         return self._vocabulary
 
     def _local_descriptors(self, rgb: np.ndarray) -> np.ndarray:
-        small, _ = resize_max_side(to_gray(rgb), self.config.max_side)
-        return rootsift(small, self.config.max_features)[1]
+        return image_rootsift(rgb, self.config.max_side, self.config.max_features)[1]
 
     def _learn_vocabulary(self, parts: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
         clusters = self.config.clusters

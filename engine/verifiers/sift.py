@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from engine.config import SiftConfig
-from engine.features import resize_max_side, rootsift, to_gray
+from engine.features import image_rootsift
 from engine.verifiers.base import LocalFeatures, Verification
 from engine.verifiers.geometry import fundamental_inliers
 
@@ -25,12 +25,12 @@ class SiftVerifier:
 
     def extract(self, rgb: np.ndarray) -> LocalFeatures:
         """Extract at `max_side` (the RANSAC threshold's pixel scale); keypoints in `rgb` pixels."""
-        gray = to_gray(rgb)
-        small, scale = resize_max_side(gray, self.config.max_side)
-        points, descriptors = rootsift(small, self.config.max_features)
-        height, width = gray.shape[:2]
+        points, descriptors, scale = image_rootsift(
+            rgb, self.config.max_side, self.config.max_features
+        )
+        height, width = rgb.shape[:2]
         return LocalFeatures(
-            keypoints=points / np.float32(scale),
+            keypoints=points,
             descriptors=descriptors,
             image_size=(width, height),
             scale=scale,
