@@ -253,3 +253,7 @@ def _run_demo(args: argparse.Namespace, config: AppConfig) -> int:
     from bot.demo import run_demo
 
     return run_demo(args.out, args.views, args.seed, config, _Bars())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
