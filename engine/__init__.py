@@ -39,6 +39,7 @@ __all__ = [
     "Progress",
     "ReferenceIndexError",
     "SearchArea",
+    "SearchAreaError",
     "Stage",
     "Status",
 ]
