@@ -91,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_area_options(evaluate)
     evaluate.set_defaults(handler=_run_eval)
+
+    bots = commands.add_parser("bot", help="run the chat bots the config enables")
+    _add_index_option(bots, required=False)
+    bots.set_defaults(handler=_run_bots)
     return parser
 
 
@@ -253,6 +257,17 @@ def _run_demo(args: argparse.Namespace, config: AppConfig) -> int:
     from bot.demo import run_demo
 
     return run_demo(args.out, args.views, args.seed, config, _Bars())
+
+
+def _run_bots(args: argparse.Namespace, config: AppConfig) -> int:
+    import asyncio
+
+    from bot.runner import run_bots
+
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines carry the token
+    asyncio.run(run_bots(_with_index(config, args)))
+    return 0
 
 
 if __name__ == "__main__":

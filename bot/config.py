@@ -1,4 +1,8 @@
-"""The application's one typed configuration: TOML file, then environment overrides."""
+"""The application's one typed configuration: TOML file, then environment overrides.
+
+Secrets (bot tokens) come from the environment or a config file kept outside the repository;
+they are excluded from every repr so they cannot reach a log line.
+"""
 
 from __future__ import annotations
 
@@ -14,17 +18,68 @@ from engine.errors import ConfigError
 
 CONFIG_ENV = "GEOSLEUTH_CONFIG"
 INDEX_ENV = "GEOSLEUTH_INDEX"
+TELEGRAM_TOKEN_ENV = "GEOSLEUTH_TELEGRAM_TOKEN"
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """Empty allowlists mean open to everyone; ids are compared as strings."""
+
+    allowed_users: tuple[str, ...] = ()
+    allowed_chats: tuple[str, ...] = ()
+    admins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    user_requests: int = 5
+    user_window_s: float = 60.0
+    chat_requests: int = 20
+    chat_window_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    max_file_bytes: int = 20_000_000
+    # Recent photos kept in memory (never on disk) so "evidence" can draw them on request.
+    recent_photos_bytes: int = 64_000_000
+    progress_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: Path = Path("geosleuth.sqlite")
+    keep_images: bool = False
+    retention_days: int = 30
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    enabled: bool = False
+    token: str = field(default="", repr=False)
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    mode: str = "polling"  # or "webhook"
+    webhook_url: str = ""
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = 8443
+    webhook_secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
 class AppConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     map: MapStyle = field(default_factory=MapStyle)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    telegram: TelegramConfig = field(default_factory=TelegramConfig)
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
-    """Read `path` (or $GEOSLEUTH_CONFIG); no file means the defaults. $GEOSLEUTH_INDEX wins
-    over the file's engine.index_path."""
+    """Read `path` (or $GEOSLEUTH_CONFIG); no file means the defaults. $GEOSLEUTH_INDEX and
+    $GEOSLEUTH_TELEGRAM_TOKEN win over the file."""
     env = os.environ if env is None else env
     if path is None and env.get(CONFIG_ENV):
         path = Path(env[CONFIG_ENV])
@@ -39,4 +94,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     config = build_config(AppConfig, values)
     if env.get(INDEX_ENV):
         config = replace(config, engine=replace(config.engine, index_path=Path(env[INDEX_ENV])))
+    if env.get(TELEGRAM_TOKEN_ENV):
+        config = replace(config, telegram=replace(config.telegram, token=env[TELEGRAM_TOKEN_ENV]))
+    if config.telegram.mode not in ("polling", "webhook"):
+        raise ConfigError("'telegram.mode' must be \"polling\" or \"webhook\"")
     return config

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from engine.geo import haversine_m
 from engine.results import LocateResult
 
@@ -75,3 +77,84 @@ def result_text(result: LocateResult) -> str:
 
 def timings_text(result: LocateResult) -> str:
     return " · ".join(f"{stage} {ms:.0f} ms" for stage, ms in result.timings_ms.items())
+
+
+REFERENCE_PAGES = {
+    "mapillary": "https://www.mapillary.com/app/?pKey={id}",
+    "kartaview": "https://kartaview.org/details/{id}",
+    "panoramax": "https://api.panoramax.xyz/#focus=pic&pic={id}",
+    "mapilio": "https://mapilio.com/app?photo={id}",
+}
+
+
+def reference_url(source: str, source_id: str) -> str | None:
+    """The reference photo's page on its platform; local and synthetic photos have none."""
+    template = REFERENCE_PAGES.get(source)
+    return None if template is None else template.format(id=source_id)
+
+
+def osm_url(lat: float, lon: float) -> str:
+    return f"https://www.openstreetmap.org/?mlat={lat:.6f}&mlon={lon:.6f}#map=18/{lat:.6f}/{lon:.6f}"
+
+
+def google_maps_url(lat: float, lon: float) -> str:
+    return f"https://www.google.com/maps/search/?api=1&query={lat:.6f},{lon:.6f}"
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerSummary:
+    """An answer's pieces in words, for an adapter to lay out (a caption, an embed)."""
+
+    located: bool
+    headline: str
+    coordinates: str | None  # "55.698170, 13.195390"
+    dms: str | None
+    confidence: str  # "97 % (high)"
+    radius: str | None  # "within about 30 m"
+    place: str | None  # "Lund, Sweden (1.2 km)"
+    osm_url: str | None
+    google_url: str | None
+    reference: str | None  # "local/05.jpg, 412 verified correspondences"
+    reference_url: str | None
+    exif: str | None  # "Photo's GPS: 55.70, 13.19 (12 m from the visual answer)"
+    area: str | None  # "Searched within 5 km of Lund, Sweden"
+    attribution: str | None
+    advice: str | None  # what would help, on no match
+
+
+def summarise_answer(
+    result: LocateResult, place: str | None = None, area: str | None = None
+) -> AnswerSummary:
+    best = result.best_match
+    reference = reference_link = None
+    if best is not None and best.inliers:
+        reference = (f"{best.source}/{best.source_id}, {best.inliers} verified correspondences"
+                     f" (similarity {best.similarity:.2f})")
+        reference_link = reference_url(best.source, best.source_id)
+    exif = None
+    if result.exif_gps is not None:
+        gps = result.exif_gps
+        exif = f"Photo's own GPS: {gps.lat:.6f}, {gps.lon:.6f}"
+        if result.located:
+            far = haversine_m(gps.lat, gps.lon, result.lat, result.lon)  # type: ignore[arg-type]
+            exif += f" ({far:,.0f} m from the visual answer)"
+    attributions = sorted({m.attribution for m in result.matches if m.attribution})
+    confidence = f"{result.confidence:.0%} ({confidence_word(result.confidence)})"
+    if not result.located:
+        return AnswerSummary(
+            located=False, headline="No confident match", coordinates=None, dms=None,
+            confidence=confidence, radius=None, place=None, osm_url=None, google_url=None,
+            reference=reference, reference_url=reference_link, exif=exif,
+            area=area, attribution=", ".join(attributions) or None,
+            advice="A wider shot that shows more of the street, or the original file (send it"
+                   " as a file, which keeps its metadata), may help.",
+        )
+    lat, lon = result.lat, result.lon
+    assert lat is not None and lon is not None and result.radius_m is not None
+    return AnswerSummary(
+        located=True, headline="Located", coordinates=f"{lat:.6f}, {lon:.6f}", dms=dms(lat, lon),
+        confidence=confidence, radius=f"within about {result.radius_m:,.0f} m", place=place,
+        osm_url=osm_url(lat, lon), google_url=google_maps_url(lat, lon), reference=reference,
+        reference_url=reference_link, exif=exif, area=area,
+        attribution=", ".join(attributions) or None, advice=None,
+    )

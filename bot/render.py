@@ -37,6 +37,8 @@ ESTIMATE = (220, 38, 38)
 ALTERNATIVE = (234, 138, 0)
 TRUTH = (22, 150, 70)
 EXIF = (37, 99, 235)
+CANDIDATE = (126, 34, 206)
+HEAT_RADIUS_PX = 26
 INK = (32, 33, 36)
 MUTED = (95, 99, 104)
 PAPER = (236, 234, 228)
@@ -104,9 +106,10 @@ class _Viewport:
 class _Mark:
     lat: float
     lon: float
-    kind: str  # "estimate" | "alternative" | "truth" | "exif"
+    kind: str  # "estimate" | "alternative" | "truth" | "exif" | "candidate"
     radius_m: float = 0.0
     label: str = ""
+    weight: float = 1.0  # a candidate's share of the heat
 
 
 def _fit_viewport(marks: Sequence[_Mark], width: int, height: int) -> _Viewport:
@@ -230,9 +233,13 @@ def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.I
         return ImageFont.load_default(size)
 
 
-def _marks(result: LocateResult, truth: tuple[float, float] | None) -> list[_Mark]:
-    """What to show, bottom layer first: alternatives, then the photo's own GPS, truth, estimate."""
-    marks = [
+def _marks(
+    result: LocateResult, truth: tuple[float, float] | None, heat: bool = False
+) -> list[_Mark]:
+    """What to show, bottom layer first: candidates (heat), alternatives, the photo's own GPS,
+    truth, estimate."""
+    marks = _candidates(result) if heat else []
+    marks += [
         _Mark(a.lat, a.lon, "alternative", a.radius_m, str(i))
         for i, a in enumerate(result.alternatives, start=1)
     ]
@@ -245,7 +252,37 @@ def _marks(result: LocateResult, truth: tuple[float, float] | None) -> list[_Mar
     return marks
 
 
+def _candidates(result: LocateResult) -> list[_Mark]:
+    """The verified candidates as heat, weighted by their inliers (similarity if none)."""
+    weights = [float(m.inliers or 0) or max(m.similarity, 0.0) for m in result.matches]
+    top = max(weights, default=0.0) or 1.0
+    return [_Mark(m.lat, m.lon, "candidate", weight=w / top)
+            for m, w in zip(result.matches, weights, strict=True)]
+
+
+def _draw_heat(img: Image.Image, view: _Viewport, marks: Sequence[_Mark]) -> None:
+    """Blurred blobs where the top candidates fall: overlapping ones add up."""
+    points = [m for m in marks if m.kind == "candidate"]
+    if not points:
+        return
+    field = np.zeros((view.height, view.width), np.float32)
+    for m in points:
+        x, y = view.to_image(m.lat, m.lon)
+        if 0 <= x < view.width and 0 <= y < view.height:
+            field[int(y), int(x)] += 0.2 + 0.8 * m.weight
+    heat = cv2.GaussianBlur(field, (0, 0), HEAT_RADIUS_PX / 2)
+    if heat.max() <= 0:
+        return
+    alpha = np.clip(heat / heat.max(), 0, 1) * 170
+    layer = np.zeros((view.height, view.width, 4), np.uint8)
+    layer[..., :3] = CANDIDATE
+    layer[..., 3] = alpha.astype(np.uint8)
+    overlay = Image.fromarray(layer, "RGBA")
+    img.paste(overlay, (0, 0), overlay)
+
+
 def _draw_marks(img: Image.Image, view: _Viewport, marks: Sequence[_Mark]) -> None:
+    _draw_heat(img, view, marks)
     s = SUPERSAMPLE
     layer = Image.new("RGBA", (view.width * s, view.height * s), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
@@ -265,6 +302,8 @@ def _draw_marks(img: Image.Image, view: _Viewport, marks: Sequence[_Mark]) -> No
             draw.ellipse(_box(x * s, y * s, r * s + 2 * s), outline=(255, 255, 255, 150), width=s)
 
     for m in marks:
+        if m.kind == "candidate":
+            continue  # drawn as heat
         x, y = (v * s for v in view.to_image(m.lat, m.lon))
         if m.kind == "alternative":
             draw.ellipse(_box(x, y, 11 * s), fill=(255, 255, 255, 255))
@@ -319,9 +358,8 @@ def _header(img: Image.Image, title: str, subtitle: str, legend: Sequence[tuple[
         x -= draw.textlength(label, font=font)
         draw.text((x, 27), label, fill=INK, font=font, anchor="lm")
         x -= 16
-        colour = {"estimate": ESTIMATE, "alternative": ALTERNATIVE, "truth": TRUTH, "exif": EXIF}[
-            kind
-        ]
+        colour = {"estimate": ESTIMATE, "alternative": ALTERNATIVE, "truth": TRUTH, "exif": EXIF,
+                  "candidate": CANDIDATE}[kind]
         if kind == "exif":
             draw.polygon([(x + 6, 21), (x + 12, 27), (x + 6, 33), (x, 27)], fill=colour)
         elif kind == "truth":
@@ -408,16 +446,23 @@ def _legend(marks: Sequence[_Mark]) -> list[tuple[str, str]]:
         "alternative": "alternatives",
         "truth": "true position",
         "exif": "EXIF GPS",
+        "candidate": "candidates",
     }
     kinds = {m.kind for m in marks}
-    return [(k, names[k]) for k in ("estimate", "alternative", "exif", "truth") if k in kinds]
+    order = ("estimate", "alternative", "candidate", "exif", "truth")
+    return [(k, names[k]) for k in order if k in kinds]
 
 
 def render_map(
-    result: LocateResult, style: MapStyle, *, truth: tuple[float, float] | None = None
+    result: LocateResult,
+    style: MapStyle,
+    *,
+    truth: tuple[float, float] | None = None,
+    heat: bool = False,
 ) -> bytes:
-    """PNG of the answer on a map: estimate, uncertainty circle, alternatives, EXIF GPS, truth."""
-    marks = _marks(result, truth)
+    """PNG of the answer on a map: estimate, uncertainty circle, alternatives, EXIF GPS, truth;
+    with `heat`, also where the verified candidates fall."""
+    marks = _marks(result, truth, heat)
     if not marks:
         return _png(_no_match_card(style))
     view = _fit_viewport(marks, style.width, style.height)

@@ -2,6 +2,7 @@
 
 from engine.async_engine import AsyncEngine
 from engine.config import EngineConfig
+from engine.decode import DecodedImage, decode_image
 from engine.errors import (
     ConfigError,
     DescriptorMismatch,
@@ -17,12 +18,24 @@ from engine.errors import (
 )
 from engine.geo import SearchArea
 from engine.locator import Locator
-from engine.results import Alternative, LatLon, LocateResult, Match, Progress, Stage, Status
+from engine.results import (
+    Alternative,
+    CatalogEntry,
+    LatLon,
+    LocateResult,
+    Match,
+    Progress,
+    Stage,
+    Status,
+    result_from_json,
+)
 
 __all__ = [
     "Alternative",
     "AsyncEngine",
+    "CatalogEntry",
     "ConfigError",
+    "DecodedImage",
     "DescriptorMismatch",
     "EngineBusy",
     "EngineConfig",
@@ -42,4 +55,6 @@ __all__ = [
     "SearchAreaError",
     "Stage",
     "Status",
+    "decode_image",
+    "result_from_json",
 ]

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from engine.config import EngineLimits
 from engine.errors import (
     Cancelled,
@@ -28,7 +30,7 @@ from engine.errors import (
 )
 from engine.geo import SearchArea
 from engine.locator import Locator, Query
-from engine.results import LocateResult, Progress, Stage
+from engine.results import CatalogEntry, LocateResult, Progress, Stage
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,12 @@ class AsyncEngine:
         if self._locator is None:
             raise EngineStopped()
         return self._locator.index.version
+
+    async def reference_picture(self, entry: CatalogEntry) -> np.ndarray:
+        """A reference's stored picture (for evidence), read beside the worker, not behind it."""
+        if self._locator is None:
+            raise EngineStopped()
+        return await asyncio.to_thread(self._locator.index.load_picture, entry)
 
     async def locate(
         self,

@@ -142,6 +142,8 @@ def _coerce(hint: Any, raw: Any, key: str) -> Any:
             raise ConfigError(f"'{key}' must be an integer")
         return raw
     if hint is str:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return str(raw)  # chat and user ids are numbers in TOML, strings to us
         if not isinstance(raw, str):
             raise ConfigError(f"'{key}' must be a string")
         return raw

@@ -134,6 +134,7 @@ class LocateResult:
                     "similarity": round(m.similarity, 4),
                     "inliers": m.inliers,
                     "inlier_ratio": None if m.inlier_ratio is None else round(m.inlier_ratio, 4),
+                    "attribution": m.attribution,
                 }
                 for m in self.matches
             ],
@@ -143,6 +144,27 @@ class LocateResult:
             "verifier": self.verifier,
             "index_version": self.index_version,
         }
+
+
+def result_from_json(data: dict[str, Any]) -> LocateResult:
+    """Rebuild a result from `to_json` (a cached answer); evidence pairs are not kept there."""
+    return LocateResult(
+        status=Status(data["status"]),
+        lat=data["lat"],
+        lon=data["lon"],
+        confidence=data["confidence"],
+        radius_m=data["radius_m"],
+        alternatives=tuple(Alternative(**a) for a in data["alternatives"]),
+        matches=tuple(
+            Match(**{k: m.get(k) for k in Match.__dataclass_fields__ if k in m})
+            for m in data["matches"]
+        ),
+        exif_gps=None if data["exif_gps"] is None else LatLon(**data["exif_gps"]),
+        timings_ms=dict(data["timings_ms"]),
+        descriptor=data["descriptor"],
+        verifier=data["verifier"],
+        index_version=data["index_version"],
+    )
 
 
 class Stage(StrEnum):

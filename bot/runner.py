@@ -1,0 +1,65 @@
+"""`geosleuth bot`: one process, one engine, the chat adapters the config enables."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from bot.config import AppConfig
+from bot.places import gazetteer
+from bot.service import BotService
+from bot.store import Store
+from bot.telegram_bot import TelegramAdapter
+from engine import AsyncEngine, ConfigError, GeoSleuthError, Locator
+
+log = logging.getLogger(__name__)
+
+
+async def start_engine(config: AppConfig) -> tuple[AsyncEngine | None, str | None]:
+    """The engine, or why it could not start: the bots still answer, with that reason."""
+    engine = AsyncEngine(lambda: Locator.open(config.engine), config.engine.limits)
+    try:
+        await engine.start()
+    except GeoSleuthError as exc:
+        log.error("engine did not start: %s", exc)
+        await engine.close()
+        return None, f"GeoSleuth can't locate photos right now: {exc}"
+    return engine, None
+
+
+async def run_bots(config: AppConfig, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set or SIGTERM/SIGINT arrives; then close everything in order."""
+    if not config.telegram.enabled:
+        raise ConfigError("no chat bot is enabled: set telegram.enabled = true in the config")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    store = await Store.open(config.store.path, keep_images=config.store.keep_images)
+    await asyncio.to_thread(gazetteer)  # seconds to load: not on the first user's time
+    engine, engine_error = await start_engine(config)
+    service = BotService(config, engine, store, engine_error)
+    adapters = []
+    try:
+        purged = await service.purge_old_records()
+        if purged:
+            log.info("deleted %d records older than %d days", purged,
+                     config.store.retention_days)
+        interrupted = await service.interrupted_requests()
+        telegram = TelegramAdapter(config.telegram, service)
+        await telegram.start(interrupted)
+        adapters.append(telegram)
+        await stop.wait()
+    finally:
+        for adapter in reversed(adapters):
+            await adapter.stop()
+        if engine is not None:
+            await engine.close()
+        await store.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        log.info("stopped cleanly")

@@ -1,0 +1,361 @@
+"""The platform-neutral bot service: access, limits, cache, engine, records, replies.
+
+Adapters (Telegram, Discord) turn an update into a `Requester` and photo bytes, await the
+service, and turn its `Answer` or `Refusal` back into platform calls. Nothing here knows a
+chat platform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from bot.config import AppConfig
+from bot.format import AnswerSummary, summarise_answer
+from bot.places import gazetteer, parse_area_hint
+from bot.ratelimit import RateLimiter
+from bot.render import render_evidence, render_map
+from bot.store import Store, StoreError, Tally
+from engine import (
+    AsyncEngine,
+    EngineBusy,
+    EngineTimeout,
+    GeoSleuthError,
+    ImageError,
+    LocateResult,
+    Progress,
+    SearchAreaError,
+    decode_image,
+    result_from_json,
+)
+
+log = logging.getLogger(__name__)
+
+ProgressHandler = Callable[[Progress], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asks, from where: ids are strings whatever the platform uses."""
+
+    platform: str
+    chat_id: str
+    chat_type: str  # "private", "group", "supergroup", "guild", ...
+    user_id: str
+    user_name: str
+
+
+class RefusalReason(StrEnum):
+    ACCESS = "access"
+    RATE_LIMIT = "rate_limit"
+    TOO_LARGE = "too_large"
+    BAD_IMAGE = "bad_image"
+    BAD_AREA = "bad_area"
+    BUSY = "busy"
+    TIMEOUT = "timeout"
+    ENGINE = "engine"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    reason: RefusalReason
+    text: str
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    request_id: int
+    result: LocateResult
+    summary: AnswerSummary
+    map_png: bytes
+    cached: bool
+
+
+class _RecentPhotos:
+    """Recent photos by request id, bounded in bytes, in memory only (the evidence button)."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self._budget = budget_bytes
+        self._items: OrderedDict[int, tuple[bytes, LocateResult]] = OrderedDict()
+        self._size = 0
+
+    def put(self, request_id: int, image: bytes, result: LocateResult) -> None:
+        self._items[request_id] = (image, result)
+        self._size += len(image)
+        while self._size > self._budget and self._items:
+            _, (old, _) = self._items.popitem(last=False)
+            self._size -= len(old)
+
+    def get(self, request_id: int) -> tuple[bytes, LocateResult] | None:
+        return self._items.get(request_id)
+
+    def drop(self, request_ids: set[int]) -> None:
+        for request_id in request_ids & self._items.keys():
+            image, _ = self._items.pop(request_id)
+            self._size -= len(image)
+
+
+class BotService:
+    def __init__(self, config: AppConfig, engine: AsyncEngine | None, store: Store,
+                 engine_error: str | None = None) -> None:
+        """`engine` is None when it could not start; every photo is then answered with
+        `engine_error` instead of silence."""
+        self._config = config
+        self._engine = engine
+        self._engine_error = engine_error
+        self._store = store
+        limits = config.rate_limit
+        self._per_user = RateLimiter(limits.user_requests, limits.user_window_s)
+        self._per_chat = RateLimiter(limits.chat_requests, limits.chat_window_s)
+        self._recent = _RecentPhotos(config.service.recent_photos_bytes)
+
+    # --- access and limits ---------------------------------------------------------------
+
+    def is_admin(self, who: Requester) -> bool:
+        return who.user_id in self._config.access.admins
+
+    def check_access(self, who: Requester) -> Refusal | None:
+        access = self._config.access
+        if self.is_admin(who):
+            return None
+        if access.allowed_users and who.user_id not in access.allowed_users:
+            return Refusal(RefusalReason.ACCESS,
+                           "Sorry, this GeoSleuth bot is private. Ask its admins for access.")
+        if (access.allowed_chats and who.chat_type != "private"
+                and who.chat_id not in access.allowed_chats):
+            return Refusal(RefusalReason.ACCESS,
+                           "This GeoSleuth bot is not enabled for this chat. Ask its admins.")
+        return None
+
+    def admit(self, who: Requester, file_size: int | None) -> Refusal | None:
+        """Before downloading a photo: access, size and rate limits (a try is counted)."""
+        refusal = self.check_access(who)
+        if refusal is not None:
+            return refusal
+        limit = self._config.service.max_file_bytes
+        if file_size is not None and file_size > limit:
+            return Refusal(RefusalReason.TOO_LARGE,
+                           f"That file is {file_size / 1e6:.1f} MB; the limit is"
+                           f" {limit / 1e6:.0f} MB. Send a smaller or compressed copy.")
+        user_key = f"{who.platform}:{who.user_id}"
+        wait = self._per_user.retry_after(user_key)
+        if wait == 0:
+            wait = self._per_chat.retry_after(f"{who.platform}:{who.chat_id}")
+            if wait:
+                self._per_user.refund(user_key)
+        if wait:
+            return Refusal(RefusalReason.RATE_LIMIT,
+                           f"Too many photos at once. Try again in {max(1, round(wait))} s.",
+                           retry_after_s=wait)
+        return None
+
+    # --- locating ----------------------------------------------------------------------
+
+    async def locate(
+        self,
+        who: Requester,
+        image: bytes,
+        area_hint: str | None = None,
+        on_progress: ProgressHandler | None = None,
+        *,
+        hint_is_explicit: bool = True,
+    ) -> Answer | Refusal:
+        """Locate an admitted photo; every outcome is an answer or a reason, never silence.
+
+        An explicit hint (/locate Amsterdam) that cannot be understood is refused with the
+        reason; free text beside a mention ("@bot where is this?") is used only if it reads
+        as an area.
+        """
+        try:
+            hint = parse_area_hint(area_hint or "")
+        except SearchAreaError as exc:
+            if hint_is_explicit:
+                return Refusal(RefusalReason.BAD_AREA, str(exc))
+            hint = None
+        if self._engine is None:
+            return Refusal(RefusalReason.ENGINE, self._engine_error or "The engine is not running.")
+        digest = hashlib.sha256(image).hexdigest()
+        stored = image if self._config.store.keep_images else None
+        request_id = await self._store.start_request(
+            who.platform, who.chat_id, who.user_id, who.user_name, who.chat_type, digest, stored
+        )
+        area = hint.area if hint else None
+        area_label = f"Searched {hint.label}" if hint else None
+        try:
+            cached = None if area else await self._cached(digest)
+            result = cached or await self._engine.locate(image, area=area,
+                                                         on_progress=on_progress)
+        except GeoSleuthError as exc:
+            await self._store.fail_request(request_id, type(exc).__name__)
+            return Refusal(_reason_for(exc), str(exc))
+        except Exception as exc:  # the user still hears back; the log keeps the trace
+            log.exception("locating failed")
+            await self._store.fail_request(request_id, type(exc).__name__)
+            return Refusal(RefusalReason.ENGINE,
+                           "Something went wrong while locating this photo. It has been logged;"
+                           " please try again later.")
+        await self._store.finish_request(request_id, json.dumps(result.to_json()),
+                                         result.index_version)
+        if cached is None:
+            self._recent.put(request_id, image, result)
+        summary = _summary(result, area_label)
+        map_png = await asyncio.to_thread(render_map, result, self._config.map)
+        return Answer(request_id, result, summary, map_png, cached is not None)
+
+    async def _cached(self, digest: str) -> LocateResult | None:
+        assert self._engine is not None
+        text = await self._store.cached_result(digest, self._engine.index_version)
+        return None if text is None else result_from_json(json.loads(text))
+
+    async def answer_summary(self, request_id: int) -> AnswerSummary | None:
+        """The answer's words again (to redraw a caption with the vote tally)."""
+        result = await self._result(request_id)
+        return None if result is None else _summary(result, None)
+
+    async def set_reply_ref(self, request_id: int, reply_ref: str) -> None:
+        await self._store.set_reply_ref(request_id, reply_ref)
+
+    # --- follow-ups (buttons) -----------------------------------------------------------
+
+    async def alternatives(self, request_id: int) -> tuple[str, bytes] | Refusal:
+        """Other candidate places on their own map, with where the top candidates fall."""
+        result = await self._result(request_id)
+        if result is None:
+            return Refusal(RefusalReason.ENGINE, "That answer is no longer available.")
+        if not result.alternatives and not result.matches:
+            return Refusal(RefusalReason.ENGINE, "There are no other candidate places.")
+        lines = ["Other candidate places:"] if result.alternatives else []
+        lines += [f"{i}. {a.lat:.6f}, {a.lon:.6f} - {a.confidence:.0%}"
+                  f" ({a.best_inliers} correspondences)"
+                  for i, a in enumerate(result.alternatives, 1)]
+        if not result.alternatives:
+            lines.append("No other place was verified; the map shows where the closest"
+                         " candidates are.")
+        png = await asyncio.to_thread(render_map, result, self._config.map, heat=True)
+        return "\n".join(lines), png
+
+    async def evidence(self, request_id: int) -> tuple[str, bytes] | Refusal:
+        """The photo beside its best reference, verified correspondences drawn."""
+        recent = self._recent.get(request_id)
+        if recent is None or self._engine is None:
+            return Refusal(RefusalReason.ENGINE,
+                           "The evidence picture is no longer available: photos are not kept."
+                           " Send the photo again to see it.")
+        image, result = recent
+        if result.best_reference is None or not result.correspondences:
+            return Refusal(RefusalReason.ENGINE,
+                           "No reference photo was verified, so there is no evidence to show.")
+        reference = await self._engine.reference_picture(result.best_reference)
+        best = result.best_match
+        caption = (f"Your photo (left) and {result.best_reference.source}/"
+                   f"{result.best_reference.source_id} (right):"
+                   f" {best.inliers if best else 0} verified correspondences")
+        png = await asyncio.to_thread(self._evidence_png, image, reference, result, caption)
+        return caption, png
+
+    def _evidence_png(
+        self, image: bytes, reference: np.ndarray, result: LocateResult, caption: str
+    ) -> bytes:
+        query = decode_image(image, self._config.engine.decode).rgb
+        pairs = np.array(result.correspondences, dtype=np.float32).reshape(-1, 4)
+        return render_evidence(query, reference, pairs[:, :2], pairs[:, 2:], caption)
+
+    async def vote(self, request_id: int, who: Requester, vote: str) -> Tally | Refusal:
+        if vote not in ("confirm", "dispute"):
+            return Refusal(RefusalReason.ENGINE, "Unknown vote.")
+        try:
+            return await self._store.vote(request_id, who.user_id, who.user_name, vote)
+        except StoreError:  # unknown, unanswered, or forgotten meanwhile
+            return Refusal(RefusalReason.ENGINE, "That answer is no longer available.")
+
+    async def _result(self, request_id: int) -> LocateResult | None:
+        recent = self._recent.get(request_id)
+        if recent is not None:
+            return recent[1]
+        record = await self._store.get_request(request_id)
+        if record is None or not record.result_json:
+            return None
+        return result_from_json(json.loads(record.result_json))
+
+    # --- chat commands -------------------------------------------------------------------
+
+    async def history_text(self, who: Requester, limit: int = 10) -> str:
+        records = await self._store.history(who.platform, who.chat_id, limit)
+        if not records:
+            return "No photos have been located in this chat yet."
+        lines = ["Recent results in this chat:"]
+        for record in records:
+            data = json.loads(record.result_json or "{}")
+            when = record.created_at[:16].replace("T", " ")
+            if data.get("status") == "located":
+                lat, lon = data["lat"], data["lon"]
+                lines.append(f"{when} {record.user_name}: {lat:.5f}, {lon:.5f}"
+                             f" ({data['confidence']:.0%}) https://www.openstreetmap.org/"
+                             f"?mlat={lat:.6f}&mlon={lon:.6f}")
+            else:
+                lines.append(f"{when} {record.user_name}: no confident match")
+        return "\n".join(lines)
+
+    async def forget(self, who: Requester) -> int:
+        records = await self._store.history(who.platform, who.chat_id, limit=1_000_000)
+        self._recent.drop({r.id for r in records})
+        return await self._store.forget_chat(who.platform, who.chat_id)
+
+    async def stats_text(self, who: Requester) -> str:
+        if not self.is_admin(who):
+            return "Only the bot's admins can see its statistics."
+        stats = await self._store.stats()
+        engine = "not running" if self._engine is None else (
+            f"queue {self._engine.queue_length}, index {self._engine.index_version}")
+        return (f"Requests: {stats.requests_total} ({stats.requests_last_24h} in 24 h);"
+                f" done {stats.done}, failed {stats.failed}, interrupted {stats.interrupted}.\n"
+                f"Users {stats.distinct_users}, chats {stats.distinct_chats}."
+                f" Feedback: {stats.confirms} confirmed, {stats.disputes} disputed.\n"
+                f"Engine: {engine}.")
+
+    def privacy_text(self) -> str:
+        kept = ("the photo itself is kept" if self._config.store.keep_images
+                else "the photo itself is not stored")
+        return (
+            "What GeoSleuth keeps: for each photo, a fingerprint (SHA-256 hash), who sent it in"
+            f" which chat, when, and the answer; {kept}. Recent photos stay in memory only"
+            " while the evidence button may need them. Confirm/dispute votes are kept with the"
+            f" voter's name. Records are deleted after {self._config.store.retention_days} days;"
+            " /forget deletes this chat's history now."
+        )
+
+    async def interrupted_requests(self) -> list:
+        """Requests a previous run left unanswered (the adapters tell their users)."""
+        return await self._store.interrupted_requests()
+
+    async def purge_old_records(self) -> int:
+        return await self._store.purge_older_than(self._config.store.retention_days)
+
+
+def _summary(result: LocateResult, area_label: str | None) -> AnswerSummary:
+    place = None
+    if result.located:
+        nearby = gazetteer().nearest_place(result.lat, result.lon)  # type: ignore[arg-type]
+        place = nearby.describe() if nearby else None
+    return summarise_answer(result, place=place, area=area_label)
+
+
+def _reason_for(exc: Exception) -> RefusalReason:
+    if isinstance(exc, EngineBusy):
+        return RefusalReason.BUSY
+    if isinstance(exc, EngineTimeout):
+        return RefusalReason.TIMEOUT
+    if isinstance(exc, ImageError):
+        return RefusalReason.BAD_IMAGE
+    if isinstance(exc, SearchAreaError):
+        return RefusalReason.BAD_AREA
+    return RefusalReason.ENGINE

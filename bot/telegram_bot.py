@@ -1,0 +1,443 @@
+"""The Telegram adapter (python-telegram-bot): updates in, service calls, Telegram calls out.
+
+Every command and message the bot answers is registered in `build_application`; each handler
+turns the update into a `Requester`, awaits the service, and turns the reply into calls.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+
+from telegram import (
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    MessageEntity,
+    Update,
+)
+from telegram.constants import ChatType, ParseMode
+from telegram.error import TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bot.config import TelegramConfig
+from bot.format import AnswerSummary
+from bot.service import Answer, BotService, Refusal, Requester
+from bot.store import Tally
+from engine import ConfigError, Progress, Stage
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "telegram"
+CAPTION_LIMIT = 1024
+COMMANDS = [
+    BotCommand("locate", "where was this photo taken? (reply to a photo; optional area)"),
+    BotCommand("history", "recent results in this chat"),
+    BotCommand("privacy", "what is stored, and for how long"),
+    BotCommand("forget", "delete this chat's history"),
+    BotCommand("help", "how to use GeoSleuth"),
+]
+HELP = (
+    "Send me a street-level photo and I will find where it was taken, by comparing it with"
+    " geotagged reference photos.\n\n"
+    "• Private chat: just send the photo. Sending it as a file keeps its metadata.\n"
+    "• Groups: reply to a photo with /locate, or mention me in the photo's caption.\n"
+    "• Know the area? Add it: /locate Amsterdam, /locate 52.37,4.89 5km\n\n"
+    "I answer with a map, the coordinates, how sure I am, and the evidence."
+    " /privacy says what I keep; /forget deletes this chat's history."
+)
+UNSUPPORTED = {
+    "sticker": "Stickers can't be located. Send a photo of the place.",
+    "video": "Videos can't be located yet. Send a still photo (a screenshot of a frame works).",
+    "animation": "Animations can't be located. Send a still photo (a screenshot of a frame"
+                 " works).",
+    "document": "That file is not an image. Send a JPEG, PNG, WebP or HEIC photo.",
+}
+STAGE_TEXT = {
+    Stage.DECODING: "Reading the photo…",
+    Stage.DESCRIBING: "Describing the photo…",
+    Stage.SEARCHING: "Searching the reference photos…",
+}
+
+
+def build_application(
+    config: TelegramConfig, service: BotService, bot: TelegramBot | None = None
+) -> Application:
+    if not config.token:
+        raise ConfigError("no Telegram token: set GEOSLEUTH_TELEGRAM_TOKEN or telegram.token")
+    app = (
+        ApplicationBuilder()
+        .token(config.token)
+        .base_url(config.base_url)
+        .base_file_url(config.base_file_url)
+        .concurrent_updates(True)
+        .connection_pool_size(64)
+        .pool_timeout(30)
+        .build()
+    )
+    bot = bot or TelegramBot(service)
+    private = filters.ChatType.PRIVATE
+    groups = filters.ChatType.GROUPS
+    image = filters.PHOTO | filters.Document.IMAGE
+    app.add_handler(CommandHandler(["start", "help"], bot.on_help))
+    app.add_handler(CommandHandler("privacy", bot.on_privacy))
+    app.add_handler(CommandHandler("forget", bot.on_forget))
+    app.add_handler(CommandHandler("history", bot.on_history))
+    app.add_handler(CommandHandler("stats", bot.on_stats))
+    app.add_handler(CommandHandler("locate", bot.on_locate_command))
+    app.add_handler(MessageHandler(private & image, bot.on_photo))
+    app.add_handler(MessageHandler(groups & image & filters.CaptionEntity(MessageEntity.MENTION),
+                                   bot.on_group_photo))
+    app.add_handler(MessageHandler(private & filters.Sticker.ALL, bot.on_sticker))
+    app.add_handler(MessageHandler(private & (filters.VIDEO | filters.VIDEO_NOTE), bot.on_video))
+    app.add_handler(MessageHandler(private & filters.ANIMATION, bot.on_animation))
+    app.add_handler(MessageHandler(private & filters.Document.ALL, bot.on_other_document))
+    app.add_handler(MessageHandler(private & filters.TEXT & ~filters.COMMAND, bot.on_help))
+    app.add_handler(CallbackQueryHandler(bot.on_button))
+    app.add_error_handler(bot.on_error)
+    return app
+
+
+class TelegramBot:
+    def __init__(self, service: BotService) -> None:
+        self._service = service
+
+    # --- commands ------------------------------------------------------------------------
+
+    async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await _reply(update.effective_message, HELP)
+
+    async def on_privacy(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await _reply(update.effective_message, self._service.privacy_text())
+
+    async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        who = _requester(update)
+        if who.chat_type != ChatType.PRIVATE and not await _is_chat_admin(update, context):
+            await _reply(update.effective_message,
+                         "Only this group's admins can delete its history.")
+            return
+        count = await self._service.forget(who)
+        await _reply(update.effective_message,
+                     f"Deleted this chat's history ({count} requests and their votes).")
+
+    async def on_history(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        text = await self._service.history_text(_requester(update))
+        await _reply(update.effective_message, text, disable_preview=True)
+
+    async def on_stats(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await _reply(update.effective_message,
+                     await self._service.stats_text(_requester(update)))
+
+    async def on_locate_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/locate [area] as a reply to a photo (groups and private chats)."""
+        message = update.effective_message
+        target = message.reply_to_message
+        if target is None or not (target.photo or _is_image_document(target)):
+            await _reply(message, "Reply to a photo with /locate (optionally with an area, e.g."
+                                  " /locate Amsterdam), or send me the photo directly.")
+            return
+        await self._locate(update, target, " ".join(context.args or []))
+
+    # --- photos --------------------------------------------------------------------------
+
+    async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        hint, explicit = _caption_hint(message, context.bot.username)
+        await self._locate(update, message, hint, hint_is_explicit=explicit)
+
+    async def on_group_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A photo in a group is ours only if its caption mentions this bot (privacy mode)."""
+        message = update.effective_message
+        mention = f"@{context.bot.username}".lower()
+        mentions = message.parse_caption_entities([MessageEntity.MENTION]).values()
+        if mention not in (m.lower() for m in mentions):
+            return
+        hint, explicit = _caption_hint(message, context.bot.username)
+        await self._locate(update, message, hint, hint_is_explicit=explicit)
+
+    async def on_sticker(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await _reply(update.effective_message, UNSUPPORTED["sticker"])
+
+    async def on_video(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await _reply(update.effective_message, UNSUPPORTED["video"])
+
+    async def on_animation(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await _reply(update.effective_message, UNSUPPORTED["animation"])
+
+    async def on_other_document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await _reply(update.effective_message, UNSUPPORTED["document"])
+
+    async def _locate(
+        self, update: Update, photo_message: Message, hint: str, *, hint_is_explicit: bool = True
+    ) -> None:
+        who = _requester(update)
+        asked = update.effective_message
+        attachment = (photo_message.photo[-1] if photo_message.photo
+                      else photo_message.document)
+        refusal = self._service.admit(who, attachment.file_size)
+        if refusal is not None:
+            await _reply(asked, refusal.text)
+            return
+        progress = _ProgressMessage(await _reply(photo_message, "⏳ Queued…"))
+        try:
+            file = await attachment.get_file()
+            data = bytes(await file.download_as_bytearray())
+        except TelegramError as exc:
+            await progress.finish(f"I couldn't download that photo from Telegram ({exc}). Please"
+                                  " send it again.")
+            return
+        outcome = await self._service.locate(who, data, hint, progress.update,
+                                             hint_is_explicit=hint_is_explicit)
+        if isinstance(outcome, Refusal):
+            await progress.finish(outcome.text)
+            return
+        await self._send_answer(photo_message, outcome)
+        await progress.delete()
+
+    async def _send_answer(self, photo_message: Message, answer: Answer) -> None:
+        caption = _caption(answer.summary, cached=answer.cached)
+        sent = await photo_message.reply_photo(
+            answer.map_png, caption=caption, parse_mode=ParseMode.HTML,
+            reply_markup=_buttons(answer.request_id, Tally((), ())), do_quote=True,
+        )
+        await self._service.set_reply_ref(answer.request_id, f"{sent.chat_id}:{sent.message_id}")
+        result = answer.result
+        if result.located:
+            await sent.reply_location(
+                latitude=result.lat, longitude=result.lon,
+                horizontal_accuracy=min(1500.0, result.radius_m or 1500.0), do_quote=True,
+            )
+
+    # --- buttons -------------------------------------------------------------------------
+
+    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        action, _, raw_id = (query.data or "").partition(":")
+        if not raw_id.isdigit():
+            await query.answer("This button has expired.")
+            return
+        request_id = int(raw_id)
+        who = _requester(update)
+        if action in ("ok", "no"):
+            outcome = await self._service.vote(request_id, who,
+                                               "confirm" if action == "ok" else "dispute")
+            if isinstance(outcome, Refusal):
+                await query.answer(outcome.text, show_alert=True)
+                return
+            await query.answer("Confirmed - thanks." if action == "ok" else "Disputed - thanks.")
+            summary = await self._service.answer_summary(request_id)
+            if summary is not None and query.message is not None:
+                await query.message.edit_caption(
+                    caption=_caption(summary, tally=outcome), parse_mode=ParseMode.HTML,
+                    reply_markup=_buttons(request_id, outcome),
+                )
+            return
+        if action not in ("alt", "ev"):
+            await query.answer("This button has expired.")
+            return
+        picture = await (self._service.alternatives(request_id) if action == "alt"
+                         else self._service.evidence(request_id))
+        if isinstance(picture, Refusal):
+            await query.answer(picture.text, show_alert=True)
+            return
+        await query.answer()
+        text, png = picture
+        await query.message.reply_photo(png, caption=text[:CAPTION_LIMIT], do_quote=True)
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Log, and tell the user something went wrong: the bot never goes silent."""
+        log.error("update failed", exc_info=context.error)
+        if isinstance(update, Update) and update.effective_message is not None:
+            try:
+                await update.effective_message.reply_text(
+                    "Something went wrong on my side. It has been logged; please try again.")
+            except TelegramError:
+                log.warning("could not tell the user about the failure")
+
+    async def tell_interrupted(self, app: Application, records: list) -> None:
+        """After a restart: each request a previous run left unanswered gets a word."""
+        for record in records:
+            if record.platform != PLATFORM:
+                continue
+            try:
+                await app.bot.send_message(
+                    int(record.chat_id),
+                    "Sorry - your photo from earlier was interrupted by a restart. Please send"
+                    " it again.")
+            except TelegramError as exc:
+                log.warning("could not tell chat about an interrupted request: %s", exc)
+
+
+class TelegramAdapter:
+    """The Telegram side's lifecycle: start (polling or webhook) and a clean stop."""
+
+    def __init__(self, config: TelegramConfig, service: BotService) -> None:
+        self._config = config
+        self._handlers = TelegramBot(service)
+        self.app = build_application(config, service, self._handlers)
+
+    async def start(self, interrupted: list) -> None:
+        app = self.app
+        await app.initialize()
+        await app.bot.set_my_commands(COMMANDS)
+        await app.start()
+        if self._config.mode == "webhook":
+            await app.updater.start_webhook(
+                listen=self._config.webhook_listen, port=self._config.webhook_port,
+                url_path="telegram", webhook_url=self._config.webhook_url,
+                secret_token=self._config.webhook_secret or None,
+            )
+        else:
+            await app.updater.start_polling(poll_interval=0.0, timeout=30)
+        log.info("telegram bot @%s started (%s)", app.bot.username, self._config.mode)
+        await self._handlers.tell_interrupted(app, interrupted)
+
+    async def stop(self) -> None:
+        app = self.app
+        if app.updater is not None and app.updater.running:
+            await app.updater.stop()
+        if app.running:
+            await app.stop()
+        await app.shutdown()
+
+
+class _ProgressMessage:
+    """One message edited as the stages pass, at most once per second (Telegram's limits)."""
+
+    MIN_INTERVAL_S = 1.0
+
+    def __init__(self, message: Message) -> None:
+        self._message = message
+        self._text = message.text or ""
+        self._last_edit = 0.0
+
+    async def update(self, event: Progress) -> None:
+        if event.stage is Stage.QUEUED:
+            text = f"⏳ Queued, position {event.position}…"
+        elif event.stage is Stage.VERIFYING:
+            text = f"🔎 Verifying candidates {event.step or 0}/{event.total}…"
+        elif event.stage is Stage.DONE:
+            return
+        else:
+            text = f"🔎 {STAGE_TEXT[event.stage]}"
+        now = time.monotonic()
+        if text == self._text or now - self._last_edit < self.MIN_INTERVAL_S:
+            return
+        await self._edit(text)
+        self._last_edit = now
+
+    async def finish(self, text: str) -> None:
+        await self._edit(text)
+
+    async def delete(self) -> None:
+        try:
+            await self._message.delete()
+        except TelegramError:
+            await self._edit("Done - the answer is below.")
+
+    async def _edit(self, text: str) -> None:
+        try:
+            await self._message.edit_text(text)
+            self._text = text
+        except TelegramError as exc:
+            log.debug("progress edit failed: %s", exc)
+
+
+def _requester(update: Update) -> Requester:
+    user = update.effective_user
+    chat = update.effective_chat
+    name = (user.full_name or user.username or str(user.id)) if user else "someone"
+    return Requester(PLATFORM, str(chat.id), chat.type, str(user.id if user else chat.id), name)
+
+
+async def _is_chat_admin(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
+    member = await context.bot.get_chat_member(update.effective_chat.id,
+                                               update.effective_user.id)
+    return member.status in ("administrator", "creator")
+
+
+def _is_image_document(message: Message) -> bool:
+    document = message.document
+    return document is not None and (document.mime_type or "").startswith("image/")
+
+
+def _caption_hint(message: Message, bot_username: str | None) -> tuple[str, bool]:
+    """The area hint in a caption (what follows /locate or the bot's mention) and whether it
+    was given explicitly with /locate."""
+    words = (message.caption or "").split()
+    mention = f"@{bot_username}".lower() if bot_username else None
+    explicit = any(w.lower() == "/locate" or w.lower().startswith("/locate@") for w in words)
+    for i, word in enumerate(words):
+        lowered = word.lower()
+        if lowered == "/locate" or lowered.startswith("/locate@") or lowered == mention:
+            rest = [w for w in words[i + 1:] if w.lower() != mention]
+            return " ".join(w for w in rest if not w.lower().startswith("/locate")), explicit
+    return "", False
+
+
+async def _reply(message: Message, text: str, *, disable_preview: bool = False) -> Message:
+    return await message.reply_text(
+        text, do_quote=message.chat.type != ChatType.PRIVATE,
+        disable_web_page_preview=disable_preview,
+    )
+
+
+def _buttons(request_id: int, tally: Tally) -> InlineKeyboardMarkup:
+    confirm = f"✅ Confirm ({len(tally.confirm)})" if tally.confirm else "✅ Confirm"
+    dispute = f"❌ Dispute ({len(tally.dispute)})" if tally.dispute else "❌ Dispute"
+    return InlineKeyboardMarkup([
+        [InlineKeyboardButton("🗺 Alternatives", callback_data=f"alt:{request_id}"),
+         InlineKeyboardButton("🔬 Evidence", callback_data=f"ev:{request_id}")],
+        [InlineKeyboardButton(confirm, callback_data=f"ok:{request_id}"),
+         InlineKeyboardButton(dispute, callback_data=f"no:{request_id}")],
+    ])
+
+
+def _caption(summary: AnswerSummary, *, cached: bool = False, tally: Tally | None = None) -> str:
+    """The answer as an HTML caption, trimmed to Telegram's 1,024 characters."""
+    e = html.escape
+    lines: list[str] = []
+    if summary.located:
+        lines.append(f"📍 <b>Located</b>: <code>{e(summary.coordinates or '')}</code>")
+        lines.append(e(summary.dms or ""))
+        lines.append(f"Confidence <b>{e(summary.confidence)}</b>, {e(summary.radius or '')}")
+        if summary.place:
+            lines.append(f"Near {e(summary.place)}")
+        lines.append(f'<a href="{e(summary.osm_url or "")}">OpenStreetMap</a> · '
+                     f'<a href="{e(summary.google_url or "")}">Google Maps</a>')
+    else:
+        lines.append(f"❔ <b>No confident match</b> (best {e(summary.confidence)})")
+        lines.append(e(summary.advice or ""))
+    if summary.reference:
+        reference = e(summary.reference)
+        if summary.reference_url:
+            reference = f'<a href="{e(summary.reference_url)}">{reference}</a>'
+        lines.append(f"Best reference: {reference}")
+    if summary.exif:
+        lines.append(e(summary.exif))
+    if summary.area:
+        lines.append(e(summary.area))
+    if cached:
+        lines.append("(answered from the cache: this photo was located before)")
+    if tally is not None and (tally.confirm or tally.dispute):
+        if tally.confirm:
+            lines.append(f"✅ {e(', '.join(tally.confirm))}")
+        if tally.dispute:
+            lines.append(f"❌ {e(', '.join(tally.dispute))}")
+    if summary.attribution:
+        lines.append(f"Imagery: {e(summary.attribution)}")
+    lines = [line for line in lines if line]
+    # Too long (long names, many voters): drop whole lines from the end, never cut a tag.
+    while len("\n".join(lines)) > CAPTION_LIMIT and len(lines) > 3:
+        lines.pop()
+    return "\n".join(lines)

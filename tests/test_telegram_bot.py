@@ -1,0 +1,376 @@
+"""The Telegram bot end to end: the real python-telegram-bot against a fake Bot API server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bot.config import (
+    AccessConfig,
+    AppConfig,
+    RateLimitConfig,
+    ServiceConfig,
+    StoreConfig,
+    TelegramConfig,
+)
+from bot.render import MapStyle
+from bot.runner import run_bots
+from bot.store import Store
+from engine.config import EngineConfig, EngineLimits
+from engine.geo import haversine_m
+from tests.conftest import jpeg_bytes
+from tests.fakes.telegram_api import FakeTelegram, group_chat, private_chat, user
+
+ALICE = user(1001, "Alice", "alice_osint")
+BOB = user(1002, "Bob", "bob_maps")
+TEAM = group_chat(-1001234567890, "OSINT team")
+COORDINATES = re.compile(r"<code>(-?\d+\.\d+), (-?\d+\.\d+)</code>")
+
+
+def _run(scenario, timeout: float = 60):
+    return asyncio.run(asyncio.wait_for(scenario(), timeout=timeout))
+
+
+@asynccontextmanager
+async def running_bot(tmp_path, engine: EngineConfig, **sections) -> AsyncIterator[FakeTelegram]:
+    """The whole `geosleuth bot` process (engine, store, adapter) against a fake Telegram."""
+    async with FakeTelegram() as tg:
+        for chat in (private_chat(ALICE), private_chat(BOB), TEAM):
+            tg.add_chat(chat, members=(ALICE, BOB))
+        config = AppConfig(
+            engine=engine,
+            map=MapStyle(tiles_enabled=False),
+            store=StoreConfig(path=tmp_path / "bot.sqlite"),
+            telegram=TelegramConfig(enabled=True, token="123:TEST", base_url=tg.base_url,
+                                    base_file_url=tg.base_file_url),
+        )
+        config = replace(config, **sections)
+        stop = asyncio.Event()
+        bot = asyncio.create_task(run_bots(config, stop))
+        await tg.wait_for("setMyCommands", timeout=30)
+        try:
+            yield tg
+        finally:
+            stop.set()
+            await asyncio.wait_for(bot, 30)  # a clean stop, and any crash surfaces here
+
+
+def _answers(tg: FakeTelegram, chat_id: int) -> list:
+    return [c for c in tg.calls if c.params.get("chat_id") == chat_id
+            and c.method in ("sendPhoto", "sendMessage", "editMessageText")]
+
+
+def _coordinates(caption: str) -> tuple[float, float]:
+    match = COORDINATES.search(caption)
+    assert match, caption
+    return float(match[1]), float(match[2])
+
+
+def test_private_photo_gets_progress_map_caption_and_pin(tmp_path, street_index, street_queries):
+    view = street_queries[0]
+
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as tg:
+            tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(view.rgb))
+            [photo] = await tg.wait_for("sendPhoto", timeout=30)
+            [pin] = await tg.wait_for("sendLocation")
+            progress = tg.calls_to("sendMessage")
+            return photo, pin, progress, tg.calls_to("editMessageText"), tg.deleted
+
+    photo, pin, progress, edits, deleted = _run(scenario)
+    assert progress[0].params["text"].startswith("⏳ Queued")
+    assert edits, "the progress message is edited as the stages pass"
+    assert deleted, "the progress message is removed once the answer is there"
+    assert photo.files["photo"][:8] == b"\x89PNG\r\n\x1a\n"
+    lat, lon = _coordinates(photo.params["caption"])
+    assert haversine_m(view.lat, view.lon, lat, lon) <= 25
+    caption = photo.params["caption"]
+    assert "Confidence" in caption and "openstreetmap.org" in caption
+    assert haversine_m(view.lat, view.lon, pin.params["latitude"], pin.params["longitude"]) <= 25
+    keyboard = photo.params["reply_markup"]["inline_keyboard"]
+    assert [b["callback_data"].split(":")[0] for row in keyboard for b in row] == [
+        "alt", "ev", "ok", "no"]
+
+
+@pytest.mark.real_data
+def test_held_out_lund_frame_through_telegram_is_within_25_m(tmp_path, lund_index, lund_split):
+    _, held_out = lund_split
+    record = held_out[1]
+    with open(record.image_path, "rb") as handle:
+        data = handle.read()
+
+    async def scenario():
+        async with running_bot(tmp_path, lund_index) as tg:
+            tg.send_photo(private_chat(ALICE), ALICE, data)
+            [photo] = await tg.wait_for("sendPhoto", timeout=30)
+            [pin] = await tg.wait_for("sendLocation")
+            return photo, pin
+
+    photo, pin = _run(scenario)
+    lat, lon = _coordinates(photo.params["caption"])
+    assert haversine_m(record.lat, record.lon, lat, lon) <= 25
+    assert haversine_m(record.lat, record.lon, pin.params["latitude"],
+                       pin.params["longitude"]) <= 25
+
+
+def test_group_locate_reply_and_caption_mention_and_ignored_photo(
+    tmp_path, street_index, street_queries
+):
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as tg:
+            photo = tg.send_photo(TEAM, ALICE, jpeg_bytes(street_queries[0].rgb))
+            photo_id = photo["message"]["message_id"]
+            tg.send_photo(TEAM, BOB, jpeg_bytes(street_queries[1].rgb))  # not addressed to us
+            tg.send_text(TEAM, BOB, "/locate@geosleuth_test_bot",
+                         reply_to_message=photo["message"])
+            await tg.wait_for("sendPhoto", timeout=30)
+            mentioned = tg.send_photo(TEAM, BOB, jpeg_bytes(street_queries[2].rgb),
+                                      caption="@geosleuth_test_bot where is this?")
+            await tg.wait_for("sendPhoto", count=2, timeout=30)
+            return photo_id, mentioned["message"]["message_id"], tg.calls_to("sendPhoto")
+
+    photo_id, mentioned_id, answers = _run(scenario)
+    assert len(answers) == 2, "the photo nobody asked about is ignored"
+    assert answers[0].params["reply_parameters"]["message_id"] == photo_id
+    assert answers[1].params["reply_parameters"]["message_id"] == mentioned_id
+
+
+def test_document_with_exif_gps_reports_it_beside_the_answer(tmp_path, street_index,
+                                                             street_queries):
+    view = street_queries[0]
+    image = Image.fromarray(view.rgb)
+    exif = Image.Exif()
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2], gps[3], gps[4] = "N", (52.0, 31.0, 12.0), "E", (13.0, 24.0, 18.0)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif)
+
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as tg:
+            tg.send_document(private_chat(ALICE), ALICE, buffer.getvalue(), "IMG_0001.jpg",
+                             "image/jpeg")
+            [photo] = await tg.wait_for("sendPhoto", timeout=30)
+            return photo
+
+    caption = _run(scenario).params["caption"]
+    assert "Photo&#x27;s own GPS: 52.520000, 13.405000" in caption
+    assert "m from the visual answer" in caption
+
+
+def _bad_inputs(tg: FakeTelegram, chat) -> list[str]:
+    """Each bad input, and the words its answer must contain."""
+    rng = np.random.default_rng(1)
+    corrupt = jpeg_bytes((rng.random((300, 400, 3)) * 255).astype(np.uint8))[:3000]
+    huge = io.BytesIO()
+    Image.new("RGB", (9000, 6700), (120, 130, 140)).save(huge, "JPEG", quality=50)
+    tg.send_sticker(chat, ALICE)
+    tg.send_video(chat, ALICE)
+    tg.send_animation(chat, ALICE)
+    tg.send_document(chat, ALICE, b"%PDF-1.7 a report", "report.pdf", "application/pdf")
+    tg.send_document(chat, ALICE, corrupt, "broken.jpg", "image/jpeg")
+    tg.send_document(chat, ALICE, huge.getvalue(), "huge.jpg", "image/jpeg")
+    return ["Stickers can't be located", "Videos can't be located", "Animations can't be located",
+            "not an image", "truncated or corrupt", "megapixels"]
+
+
+def test_every_bad_input_gets_a_clear_answer(tmp_path, street_index):
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as tg:
+            expected = _bad_inputs(tg, private_chat(ALICE))
+            await tg.wait_for(lambda c: c.method == "editMessageText"
+                              and "megapixels" in c.params.get("text", ""), timeout=30)
+            await tg.wait_for(lambda c: c.method == "editMessageText"
+                              and "corrupt" in c.params.get("text", ""), timeout=30)
+            return expected, [c.params.get("text", "") for c in _answers(tg, ALICE["id"])]
+
+    expected, texts = _run(scenario)
+    for words in expected:
+        assert any(words in text for text in texts), (words, texts)
+
+
+def test_a_file_over_the_limit_is_refused_before_download(tmp_path, street_index, street_queries):
+    async def scenario():
+        async with running_bot(tmp_path, street_index,
+                               service=ServiceConfig(max_file_bytes=10_000)) as tg:
+            tg.send_document(private_chat(ALICE), ALICE, jpeg_bytes(street_queries[0].rgb),
+                             "big.jpg", "image/jpeg")
+            [reply] = await tg.wait_for("sendMessage", timeout=30)
+            return reply, tg.downloads
+
+    reply, downloads = _run(scenario)
+    assert "the limit is 0 MB" in reply.params["text"] or "limit is" in reply.params["text"]
+    assert downloads == []
+
+
+def test_a_busy_engine_is_said_so(tmp_path, street_index, street_queries):
+    busy = replace(street_index, limits=EngineLimits(queue_size=0))
+
+    async def scenario():
+        async with running_bot(tmp_path, busy) as tg:
+            tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(street_queries[0].rgb))
+            return await tg.wait_for(lambda c: c.method == "editMessageText"
+                                     and "busy" in c.params.get("text", ""), timeout=30)
+
+    [reply] = _run(scenario)
+    assert "Try again in a minute" in reply.params["text"]
+
+
+def test_a_missing_index_is_said_so_and_the_bot_stays_up(tmp_path, street_queries):
+    missing = replace(EngineConfig(), index_path=tmp_path / "no-index")
+
+    async def scenario():
+        async with running_bot(tmp_path, missing) as tg:
+            tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(street_queries[0].rgb))
+            [reply] = await tg.wait_for(lambda c: c.method == "editMessageText"
+                                        and "index" in c.params.get("text", ""), timeout=30)
+            tg.send_text(private_chat(ALICE), ALICE, "/help")
+            await tg.wait_for(lambda c: "Send me a street-level photo" in c.params.get("text", ""))
+            return reply
+
+    assert "can't locate photos right now" in _run(scenario).params["text"]
+
+
+def test_rate_limit_says_when_to_try_again(tmp_path, street_index, street_queries):
+    async def scenario():
+        async with running_bot(tmp_path, street_index,
+                               rate_limit=RateLimitConfig(user_requests=1)) as tg:
+            tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(street_queries[0].rgb))
+            tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(street_queries[1].rgb))
+            limited = await tg.wait_for(lambda c: "Try again in" in c.params.get("text", ""),
+                                        timeout=30)
+            await tg.wait_for("sendPhoto", timeout=30)
+            return limited, tg.calls_to("sendPhoto")
+
+    [limited], photos = _run(scenario)
+    assert re.search(r"Try again in \d+ s", limited.params["text"])
+    assert len(photos) == 1
+
+
+def test_users_outside_the_allowlist_are_refused(tmp_path, street_index, street_queries):
+    async def scenario():
+        async with running_bot(tmp_path, street_index,
+                               access=AccessConfig(allowed_users=("1002",))) as tg:
+            tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(street_queries[0].rgb))
+            [refusal] = await tg.wait_for("sendMessage", timeout=30)
+            return refusal, tg.downloads
+
+    refusal, downloads = _run(scenario)
+    assert "this GeoSleuth bot is private" in refusal.params["text"]
+    assert downloads == []
+
+
+def test_two_members_vote_and_the_tally_shows_their_names(tmp_path, street_index,
+                                                          street_queries):
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as tg:
+            photo = tg.send_photo(TEAM, ALICE, jpeg_bytes(street_queries[0].rgb))
+            tg.send_text(TEAM, ALICE, "/locate", reply_to_message=photo["message"])
+            [answer] = await tg.wait_for("sendPhoto", timeout=30)
+            request_id = answer.params["reply_markup"]["inline_keyboard"][1][0][
+                "callback_data"].split(":")[1]
+            tg.press_button(TEAM, ALICE, answer.result["message_id"], f"ok:{request_id}")
+            await tg.wait_for("editMessageCaption")
+            tg.press_button(TEAM, BOB, answer.result["message_id"], f"no:{request_id}")
+            await tg.wait_for("editMessageCaption", count=2)
+            tg.press_button(TEAM, BOB, answer.result["message_id"], f"ok:{request_id}")
+            edits = await tg.wait_for("editMessageCaption", count=3)
+            return edits, tg.calls_to("answerCallbackQuery")
+
+    edits, answered = _run(scenario)
+    assert "✅ Alice" in edits[0].params["caption"]
+    assert "✅ Alice" in edits[1].params["caption"] and "❌ Bob" in edits[1].params["caption"]
+    assert "✅ Alice, Bob" in edits[2].params["caption"]  # one vote per member: Bob changed his
+    assert "❌" not in edits[2].params["caption"].split("Imagery")[0].split("\n", 3)[-1]
+    assert len(answered) == 3
+
+
+def test_alternatives_and_evidence_buttons_send_pictures(tmp_path, street_index, street_queries):
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as tg:
+            tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(street_queries[0].rgb))
+            [answer] = await tg.wait_for("sendPhoto", timeout=30)
+            request_id = answer.params["reply_markup"]["inline_keyboard"][0][0][
+                "callback_data"].split(":")[1]
+            tg.press_button(private_chat(ALICE), ALICE, answer.result["message_id"],
+                            f"ev:{request_id}")
+            tg.press_button(private_chat(ALICE), ALICE, answer.result["message_id"],
+                            f"alt:{request_id}")
+            return await tg.wait_for("sendPhoto", count=3, timeout=30)
+
+    _, *extras = _run(scenario)
+    captions = " ".join(c.params.get("caption", "") for c in extras)
+    assert "verified correspondences" in captions  # the evidence picture
+    assert all(c.files["photo"][:4] == b"\x89PNG" for c in extras)
+
+
+def test_forget_deletes_the_chat_history(tmp_path, street_index, street_queries):
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as tg:
+            chat = private_chat(ALICE)
+            tg.send_photo(chat, ALICE, jpeg_bytes(street_queries[0].rgb))
+            await tg.wait_for("sendPhoto", timeout=30)
+            tg.send_text(chat, ALICE, "/history")
+            await tg.wait_for(lambda c: "Recent results" in c.params.get("text", ""))
+            tg.send_text(chat, ALICE, "/forget")
+            await tg.wait_for(lambda c: "Deleted this chat's history" in c.params.get("text", ""))
+            tg.send_text(chat, ALICE, "/history")
+            await tg.wait_for(lambda c: "No photos have been located" in c.params.get("text", ""))
+            return [c.params.get("text", "") for c in tg.calls_to("sendMessage")]
+
+    texts = _run(scenario)
+    assert any("Deleted this chat's history (1 requests" in t for t in texts)
+
+
+def test_a_request_interrupted_by_a_restart_is_told_after_it(tmp_path, street_index):
+    async def scenario():
+        store = await Store.open(tmp_path / "bot.sqlite")
+        await store.start_request("telegram", str(ALICE["id"]), str(ALICE["id"]), "Alice",
+                                  "private", "ab" * 32, None)
+        await store.close()  # the process died before answering
+        async with running_bot(tmp_path, street_index) as tg:
+            return await tg.wait_for(lambda c: "interrupted by a restart"
+                                     in c.params.get("text", ""), timeout=30)
+
+    [message] = _run(scenario)
+    assert message.params["chat_id"] == ALICE["id"]
+
+
+def test_fifty_photos_from_ten_users_each_get_exactly_one_answer(tmp_path, street_index,
+                                                                 street_queries):
+    users = [user(2000 + i, f"User{i}", f"user{i}") for i in range(10)]
+    photos = [jpeg_bytes(v.rgb) for v in street_queries]
+
+    async def scenario():
+        queue16 = replace(street_index, limits=EngineLimits(queue_size=16))
+        async with running_bot(tmp_path, queue16) as tg:
+            for person in users:
+                tg.add_chat(private_chat(person))
+            sent = []
+            for i in range(50):
+                person = users[i % 10]
+                update = tg.send_photo(private_chat(person), person, photos[i % len(photos)])
+                sent.append(update["message"]["message_id"])
+
+            def answered(call) -> bool:
+                return (call.method == "sendPhoto"
+                        or (call.method in ("sendMessage", "editMessageText")
+                            and any(w in call.params.get("text", "") for w in
+                                    ("busy", "Try again in", "can't"))))
+            await tg.wait_for(answered, count=50, timeout=240)
+            await asyncio.sleep(1.0)  # nothing more may arrive: exactly one answer each
+            return [c for c in tg.calls if answered(c)]
+
+    answers = _run(scenario, timeout=300)
+    assert len(answers) == 50
+    per_chat: dict[int, int] = {}
+    for call in answers:
+        per_chat[call.params["chat_id"]] = per_chat.get(call.params["chat_id"], 0) + 1
+    assert per_chat == {2000 + i: 5 for i in range(10)}
