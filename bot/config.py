@@ -19,6 +19,7 @@ from engine.errors import ConfigError
 CONFIG_ENV = "GEOSLEUTH_CONFIG"
 INDEX_ENV = "GEOSLEUTH_INDEX"
 TELEGRAM_TOKEN_ENV = "GEOSLEUTH_TELEGRAM_TOKEN"
+DISCORD_TOKEN_ENV = "GEOSLEUTH_DISCORD_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,6 @@ class ServiceConfig:
     max_file_bytes: int = 20_000_000
     # Recent photos kept in memory (never on disk) so "evidence" can draw them on request.
     recent_photos_bytes: int = 64_000_000
-    progress_interval_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,19 @@ class TelegramConfig:
 
 
 @dataclass(frozen=True)
+class DiscordConfig:
+    enabled: bool = False
+    token: str = field(default="", repr=False)
+    # Development: commands synced to these guilds at once. Empty: synced globally (production;
+    # Discord may take up to an hour to show global changes).
+    dev_guilds: tuple[str, ...] = ()
+    allowed_guilds: tuple[str, ...] = ()  # empty = every guild the bot is in
+    allowed_channels: tuple[str, ...] = ()  # empty = every channel
+    allowed_role: str = ""  # a role name or id members need; empty = everyone
+    dms_enabled: bool = True
+
+
+@dataclass(frozen=True)
 class AppConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     map: MapStyle = field(default_factory=MapStyle)
@@ -75,11 +88,12 @@ class AppConfig:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
     """Read `path` (or $GEOSLEUTH_CONFIG); no file means the defaults. $GEOSLEUTH_INDEX and
-    $GEOSLEUTH_TELEGRAM_TOKEN win over the file."""
+    the bot tokens ($GEOSLEUTH_TELEGRAM_TOKEN, $GEOSLEUTH_DISCORD_TOKEN) win over the file."""
     env = os.environ if env is None else env
     if path is None and env.get(CONFIG_ENV):
         path = Path(env[CONFIG_ENV])
@@ -96,6 +110,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         config = replace(config, engine=replace(config.engine, index_path=Path(env[INDEX_ENV])))
     if env.get(TELEGRAM_TOKEN_ENV):
         config = replace(config, telegram=replace(config.telegram, token=env[TELEGRAM_TOKEN_ENV]))
+    if env.get(DISCORD_TOKEN_ENV):
+        config = replace(config, discord=replace(config.discord, token=env[DISCORD_TOKEN_ENV]))
     if config.telegram.mode not in ("polling", "webhook"):
         raise ConfigError("'telegram.mode' must be \"polling\" or \"webhook\"")
     return config

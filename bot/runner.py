@@ -8,6 +8,7 @@ import logging
 import signal
 
 from bot.config import AppConfig
+from bot.discord_bot import DiscordAdapter
 from bot.places import gazetteer
 from bot.service import BotService
 from bot.store import Store
@@ -31,8 +32,9 @@ async def start_engine(config: AppConfig) -> tuple[AsyncEngine | None, str | Non
 
 async def run_bots(config: AppConfig, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set or SIGTERM/SIGINT arrives; then close everything in order."""
-    if not config.telegram.enabled:
-        raise ConfigError("no chat bot is enabled: set telegram.enabled = true in the config")
+    if not (config.telegram.enabled or config.discord.enabled):
+        raise ConfigError("no chat bot is enabled: set telegram.enabled or discord.enabled"
+                          " to true in the config")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -49,13 +51,20 @@ async def run_bots(config: AppConfig, stop: asyncio.Event | None = None) -> None
             log.info("deleted %d records older than %d days", purged,
                      config.store.retention_days)
         interrupted = await service.interrupted_requests()
-        telegram = TelegramAdapter(config.telegram, service)
-        await telegram.start(interrupted)
-        adapters.append(telegram)
+        if config.telegram.enabled:
+            adapters.append(TelegramAdapter(config.telegram, service))
+        if config.discord.enabled:
+            adapters.append(DiscordAdapter(config.discord, service))
+        # Both adapters share this event loop, the one engine and the one store.
+        for adapter in adapters:
+            await adapter.start(interrupted)
         await stop.wait()
     finally:
         for adapter in reversed(adapters):
-            await adapter.stop()
+            try:
+                await adapter.stop()
+            except Exception:  # one adapter failing to stop must not leave the rest open
+                log.exception("stopping %s failed", type(adapter).__name__)
         if engine is not None:
             await engine.close()
         await store.close()

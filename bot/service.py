@@ -120,6 +120,10 @@ class BotService:
 
     # --- access and limits ---------------------------------------------------------------
 
+    @property
+    def max_file_bytes(self) -> int:
+        return self._config.service.max_file_bytes
+
     def is_admin(self, who: Requester) -> bool:
         return who.user_id in self._config.access.admins
 
@@ -141,7 +145,7 @@ class BotService:
         refusal = self.check_access(who)
         if refusal is not None:
             return refusal
-        limit = self._config.service.max_file_bytes
+        limit = self.max_file_bytes
         if file_size is not None and file_size > limit:
             return Refusal(RefusalReason.TOO_LARGE,
                            f"That file is {file_size / 1e6:.1f} MB; the limit is"

@@ -105,6 +105,7 @@ class Call:
     result: Any = None
     error: str | None = None
     error_code: int | None = None
+    received_at: float = field(default_factory=time.monotonic)  # for latency benchmarks
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,400 @@
+"""The Discord adapter (discord.py): application commands in, service calls, embeds out.
+
+Every command is declared in `GeoSleuthCog`'s neighbourhood below and synced in
+`setup_hook`; each handler turns the interaction into a `Requester`, awaits the service, and
+turns the reply into an embed, a file and buttons. Refusals are ephemeral.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import re
+import time
+from typing import ClassVar
+
+import discord
+from discord import app_commands
+
+from bot.config import DiscordConfig
+from bot.format import AnswerSummary
+from bot.service import Answer, BotService, Refusal, Requester
+from bot.store import Tally
+from engine import ConfigError, Progress, Stage
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+EMBED_COLOUR_LOCATED = discord.Colour.from_rgb(220, 38, 38)
+EMBED_COLOUR_NO_MATCH = discord.Colour.from_rgb(120, 120, 120)
+STAGE_TEXT = {
+    Stage.DECODING: "Reading the photo…",
+    Stage.DESCRIBING: "Describing the photo…",
+    Stage.SEARCHING: "Searching the reference photos…",
+}
+
+
+class GeoSleuthClient(discord.Client):
+    """A client with our command tree; commands are synced once, in `setup_hook`."""
+
+    def __init__(self, config: DiscordConfig, service: BotService) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(intents=intents)
+        self.config = config
+        self.service = service
+        self.tree = app_commands.CommandTree(self)
+        self.handlers = DiscordHandlers(self)
+        _declare_commands(self.tree, self.handlers)
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(AnswerButton)
+        if self.config.dev_guilds:
+            for guild_id in self.config.dev_guilds:
+                guild = discord.Object(id=int(guild_id))
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+        else:
+            await self.tree.sync()
+
+
+def _declare_commands(tree: app_commands.CommandTree, handlers: DiscordHandlers) -> None:
+    @tree.command(name="locate", description="Where was this photo taken?")
+    @app_commands.describe(image="a street-level photo",
+                           area="optional search area, e.g. 'Amsterdam' or '52.37,4.89 5km'",
+                           private="answer only to you")
+    async def locate(interaction: discord.Interaction, image: discord.Attachment,
+                     area: str | None = None, private: bool = False) -> None:
+        await handlers.locate(interaction, image, area or "", private)
+
+    @tree.context_menu(name="Locate photo")
+    async def locate_message(interaction: discord.Interaction, message: discord.Message) -> None:
+        await handlers.locate_message(interaction, message)
+
+    admin = app_commands.Group(name="geosleuth", description="GeoSleuth administration")
+
+    @admin.command(name="stats", description="usage statistics (bot admins only)")
+    async def stats(interaction: discord.Interaction) -> None:
+        await handlers.stats(interaction)
+
+    tree.add_command(admin)
+
+
+class DiscordHandlers:
+    def __init__(self, client: GeoSleuthClient) -> None:
+        self._client = client
+
+    @property
+    def _service(self) -> BotService:
+        return self._client.service
+
+    # --- commands ------------------------------------------------------------------------
+
+    async def locate(self, interaction: discord.Interaction, image: discord.Attachment,
+                     area: str, private: bool) -> None:
+        await self._locate(interaction, image, area, private)
+
+    async def locate_message(self, interaction: discord.Interaction,
+                             message: discord.Message) -> None:
+        """The context menu: the message's first image attachment, else its first image embed."""
+        attachment = next((a for a in message.attachments if _is_image(a)), None)
+        if attachment is not None:
+            await self._locate(interaction, attachment, "", False)
+            return
+        url = next((e.image.url or e.thumbnail.url for e in message.embeds
+                    if e.image.url or e.thumbnail.url), None)
+        if url is None:
+            await _refuse(interaction, "That message has no image to locate.")
+            return
+        await self._locate(interaction, url, "", False)
+
+    async def stats(self, interaction: discord.Interaction) -> None:
+        text = await self._service.stats_text(_requester(interaction))
+        await interaction.response.send_message(text, ephemeral=True)
+
+    # --- the locate flow -----------------------------------------------------------------
+
+    async def _locate(self, interaction: discord.Interaction,
+                      image: discord.Attachment | str, area: str, private: bool) -> None:
+        who = _requester(interaction)
+        refusal = self._guild_refusal(interaction)
+        if refusal is None and isinstance(image, discord.Attachment) and not _is_image(image):
+            refusal = (f"'{image.filename}' is not an image. Attach a JPEG, PNG, WebP or HEIC"
+                       " photo.")
+        size = image.size if isinstance(image, discord.Attachment) else None
+        if refusal is None:
+            denied = self._service.admit(who, size)
+            refusal = denied.text if denied else None
+        if refusal is not None:
+            await _refuse(interaction, refusal)
+            return
+        missing = _missing_permissions(interaction)
+        if missing and not private:
+            await _refuse(interaction, f"I can't answer here: I lack the {missing} permission"
+                                       " in this channel. Ask an admin, or use private:true.")
+            return
+        try:
+            await interaction.response.defer(ephemeral=private, thinking=True)
+        except discord.NotFound:  # more than 3 s passed: the interaction is gone
+            log.warning("interaction expired before it could be deferred")
+            return
+        progress = _Progress(interaction)
+        try:
+            data = await image.read() if isinstance(image, discord.Attachment) else \
+                await _download(self._client, image)
+        except (discord.HTTPException, OSError) as exc:
+            await progress.finish(f"I couldn't download that image ({exc}). Try again.")
+            return
+        outcome = await self._service.locate(who, data, area, progress.update)
+        if isinstance(outcome, Refusal):
+            await progress.finish(outcome.text)
+            return
+        await self._send_answer(interaction, outcome)
+
+    async def _send_answer(self, interaction: discord.Interaction, answer: Answer) -> None:
+        embed = _embed(answer.summary, cached=answer.cached)
+        embed.set_image(url="attachment://map.png")
+        file = discord.File(io.BytesIO(answer.map_png), filename="map.png")
+        try:
+            message = await interaction.edit_original_response(
+                content=None, embed=embed, attachments=[file],
+                view=_answer_view(answer.request_id, Tally((), ())))
+        except discord.NotFound:
+            log.warning("interaction expired before the answer was ready")
+            return
+        await self._service.set_reply_ref(answer.request_id,
+                                          f"{message.channel.id}:{message.id}")
+
+    def _guild_refusal(self, interaction: discord.Interaction) -> str | None:
+        """Discord's own controls: allowed guilds and channels, a role, DMs on or off."""
+        config = self._client.config
+        if interaction.guild is None:
+            return None if config.dms_enabled else "GeoSleuth doesn't answer in DMs here."
+        if config.allowed_guilds and str(interaction.guild.id) not in config.allowed_guilds:
+            return "GeoSleuth is not enabled in this server."
+        if config.allowed_channels and str(interaction.channel_id) not in config.allowed_channels:
+            return "GeoSleuth is not enabled in this channel."
+        if config.allowed_role and isinstance(interaction.user, discord.Member):
+            roles = {str(r.id) for r in interaction.user.roles}
+            roles |= {r.name for r in interaction.user.roles}
+            if config.allowed_role not in roles:
+                return f"You need the '{config.allowed_role}' role to use GeoSleuth here."
+        return None
+
+    # --- buttons -------------------------------------------------------------------------
+
+    async def button(self, interaction: discord.Interaction, action: str, request_id: int) -> None:
+        who = _requester(interaction)
+        if action in ("ok", "no"):
+            outcome = await self._service.vote(request_id, who,
+                                               "confirm" if action == "ok" else "dispute")
+            if isinstance(outcome, Refusal):
+                await interaction.response.send_message(outcome.text, ephemeral=True)
+                return
+            summary = await self._service.answer_summary(request_id)
+            if summary is None:
+                await interaction.response.send_message("Vote recorded.", ephemeral=True)
+                return
+            embed = _embed(summary, tally=outcome)
+            embed.set_image(url="attachment://map.png")
+            await interaction.response.edit_message(embed=embed,
+                                                    view=_answer_view(request_id, outcome))
+            return
+        await interaction.response.defer(thinking=True, ephemeral=True)
+        picture = await (self._service.alternatives(request_id) if action == "alt"
+                         else self._service.evidence(request_id))
+        if isinstance(picture, Refusal):
+            await interaction.followup.send(picture.text, ephemeral=True)
+            return
+        text, png = picture
+        name = "alternatives.png" if action == "alt" else "evidence.png"
+        await interaction.followup.send(text[:2000], file=discord.File(io.BytesIO(png), name),
+                                        ephemeral=True)
+
+
+class AnswerButton(discord.ui.DynamicItem[discord.ui.Button],
+                   template=r"gs:(?P<action>alt|ev|ok|no):(?P<request>[0-9]+)"):
+    """The answer's buttons; the request id lives in the custom id, so they survive restarts."""
+
+    LABELS: ClassVar[dict[str, str]] = {"alt": "Alternatives", "ev": "Evidence",
+                                        "ok": "Confirm", "no": "Dispute"}
+    STYLES: ClassVar[dict[str, discord.ButtonStyle]] = {
+        "alt": discord.ButtonStyle.secondary, "ev": discord.ButtonStyle.secondary,
+        "ok": discord.ButtonStyle.success, "no": discord.ButtonStyle.danger,
+    }
+
+    def __init__(self, action: str, request_id: int, count: int = 0) -> None:
+        label = self.LABELS[action] + (f" ({count})" if count else "")
+        super().__init__(discord.ui.Button(label=label, style=self.STYLES[action],
+                                           custom_id=f"gs:{action}:{request_id}"))
+        self.action = action
+        self.request_id = request_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> AnswerButton:
+        return cls(match["action"], int(match["request"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        client = interaction.client
+        assert isinstance(client, GeoSleuthClient)
+        await client.handlers.button(interaction, self.action, self.request_id)
+
+
+def _answer_view(request_id: int, tally: Tally) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(AnswerButton("alt", request_id))
+    view.add_item(AnswerButton("ev", request_id))
+    view.add_item(AnswerButton("ok", request_id, len(tally.confirm)))
+    view.add_item(AnswerButton("no", request_id, len(tally.dispute)))
+    return view
+
+
+class _Progress:
+    """The deferred response, edited as stages pass (at most once a second)."""
+
+    MIN_INTERVAL_S = 1.0
+
+    def __init__(self, interaction: discord.Interaction) -> None:
+        self._interaction = interaction
+        self._text = ""
+        self._last_edit = 0.0
+
+    async def update(self, event: Progress) -> None:
+        if event.stage is Stage.QUEUED:
+            text = f"⏳ Queued, position {event.position}…"
+        elif event.stage is Stage.VERIFYING:
+            text = f"🔎 Verifying candidates {event.step or 0}/{event.total}…"
+        elif event.stage is Stage.DONE:
+            return
+        else:
+            text = f"🔎 {STAGE_TEXT[event.stage]}"
+        now = time.monotonic()
+        if text == self._text or now - self._last_edit < self.MIN_INTERVAL_S:
+            return
+        self._last_edit = now
+        await self._edit(text)
+
+    async def finish(self, text: str) -> None:
+        await self._edit(text)
+
+    async def _edit(self, text: str) -> None:
+        try:
+            await self._interaction.edit_original_response(content=text)
+            self._text = text
+        except discord.HTTPException as exc:
+            log.debug("progress edit failed: %s", exc)
+
+
+def _requester(interaction: discord.Interaction) -> Requester:
+    user = interaction.user
+    if interaction.guild is None:
+        return Requester(PLATFORM, f"dm:{user.id}", "private", str(user.id), user.display_name)
+    # Rate limits and history are per guild ("chat"); channels are checked by the adapter.
+    return Requester(PLATFORM, str(interaction.guild.id), "guild", str(user.id),
+                     user.display_name)
+
+
+def _is_image(attachment: discord.Attachment) -> bool:
+    return (attachment.content_type or "").startswith("image/")
+
+
+def _missing_permissions(interaction: discord.Interaction) -> str | None:
+    if interaction.guild is None:
+        return None
+    permissions = interaction.app_permissions
+    if not permissions.embed_links:
+        return "Embed Links"
+    if not permissions.attach_files:
+        return "Attach Files"
+    return None
+
+
+async def _refuse(interaction: discord.Interaction, text: str) -> None:
+    """Refusals are ephemeral: only the person who asked sees them."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException as exc:
+        log.warning("could not send a refusal: %s", exc)
+
+
+async def _download(client: GeoSleuthClient, url: str) -> bytes:
+    """An image embed's picture (the context menu on a link preview), via Discord's proxy."""
+    data = await client.http.get_from_cdn(url)
+    limit = client.service.max_file_bytes
+    if len(data) > limit:
+        raise OSError(f"the image is {len(data) / 1e6:.1f} MB, over the {limit / 1e6:.0f} MB"
+                      " limit")
+    return data
+
+
+def _embed(summary: AnswerSummary, *, cached: bool = False, tally: Tally | None = None
+           ) -> discord.Embed:
+    if summary.located:
+        embed = discord.Embed(title=f"📍 {summary.coordinates}", colour=EMBED_COLOUR_LOCATED,
+                              url=summary.osm_url, description=summary.dms)
+        embed.add_field(name="Confidence", value=summary.confidence)
+        embed.add_field(name="Uncertainty", value=summary.radius or "-")
+        if summary.place:
+            embed.add_field(name="Near", value=summary.place)
+        embed.add_field(name="Maps", value=f"[OpenStreetMap]({summary.osm_url}) ·"
+                                           f" [Google Maps]({summary.google_url})", inline=False)
+    else:
+        embed = discord.Embed(title="❔ No confident match", colour=EMBED_COLOUR_NO_MATCH,
+                              description=summary.advice)
+        embed.add_field(name="Best confidence", value=summary.confidence)
+    if summary.reference:
+        value = summary.reference
+        if summary.reference_url:
+            value = f"[{value}]({summary.reference_url})"
+        embed.add_field(name="Best reference", value=value, inline=False)
+    if summary.exif:
+        embed.add_field(name="EXIF", value=summary.exif, inline=False)
+    if summary.area:
+        embed.add_field(name="Search area", value=summary.area, inline=False)
+    if tally is not None and (tally.confirm or tally.dispute):
+        embed.add_field(name="✅ Confirmed by", value=", ".join(tally.confirm) or "-")
+        embed.add_field(name="❌ Disputed by", value=", ".join(tally.dispute) or "-")
+    footer = [f"Imagery: {summary.attribution}"] if summary.attribution else []
+    if cached:
+        footer.append("answered from the cache")
+    if footer:
+        embed.set_footer(text=" · ".join(footer))
+    return embed
+
+
+class DiscordAdapter:
+    """The Discord side's lifecycle: log in, connect, and a clean close."""
+
+    def __init__(self, config: DiscordConfig, service: BotService) -> None:
+        if not config.token:
+            raise ConfigError("no Discord token: set GEOSLEUTH_DISCORD_TOKEN or discord.token")
+        self._config = config
+        self.client = GeoSleuthClient(config, service)
+        self._task = None
+
+    async def start(self, interrupted: list) -> None:
+        await self.client.login(self._config.token)
+        self._task = asyncio.create_task(self.client.connect(), name="discord-gateway")
+        await self.client.wait_until_ready()
+        log.info("discord bot %s started", self.client.user)
+        for record in interrupted:
+            if record.platform == PLATFORM:
+                await self._tell_interrupted(record.user_id)
+
+    async def _tell_interrupted(self, user_id: str) -> None:
+        try:
+            user = await self.client.fetch_user(int(user_id))
+            await user.send("Sorry - your photo from earlier was interrupted by a restart."
+                            " Please use /locate again.")
+        except discord.HTTPException as exc:
+            log.warning("could not tell a user about an interrupted request: %s", exc)
+
+    async def stop(self) -> None:
+        await self.client.close()
+        if self._task is not None:
+            await self._task
