@@ -118,15 +118,16 @@ async def _bench(
             text = call.params.get("text", "")
             return call.method == "sendPhoto" or (
                 call.method in ("sendMessage", "editMessageText")
-                and ("busy" in text or "Try again in" in text))
+                and ("is busy" in text or "Too many photos" in text))
 
         await tg.wait_for(lambda c: final(c) and tg.calls.index(c) >= before, count=50,
                           timeout=600)
         burst = [c for c in tg.calls[before:] if final(c)]
         photos_sent = [c for c in burst if c.method == "sendPhoto"]
         print(f"\nburst: 50 photos from 10 users at once -> {len(photos_sent)} answered with a"
-              f" map, {sum('busy' in c.params.get('text', '') for c in burst)} busy,"
-              f" {sum('Try again in' in c.params.get('text', '') for c in burst)} rate-limited,"
+              f" map, {sum('is busy' in c.params.get('text', '') for c in burst)} busy,"
+              f" {sum('Too many photos' in c.params.get('text', '') for c in burst)}"
+              " rate-limited,"
               f" {len(burst)} answers in all")
         _line("time to answer", [(c.received_at - burst_at) * 1000 for c in photos_sent])
         stop.set()

@@ -11,7 +11,6 @@ import asyncio
 import io
 import logging
 import re
-import time
 from typing import ClassVar
 
 import discord
@@ -19,20 +18,16 @@ from discord import app_commands
 
 from bot.config import DiscordConfig
 from bot.format import AnswerSummary
+from bot.progress import EditPacer, progress_text
 from bot.service import Answer, BotService, Refusal, Requester
 from bot.store import Tally
-from engine import ConfigError, Progress, Stage
+from engine import ConfigError, Progress
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 EMBED_COLOUR_LOCATED = discord.Colour.from_rgb(220, 38, 38)
 EMBED_COLOUR_NO_MATCH = discord.Colour.from_rgb(120, 120, 120)
-STAGE_TEXT = {
-    Stage.DECODING: "Reading the photo…",
-    Stage.DESCRIBING: "Describing the photo…",
-    Stage.SEARCHING: "Searching the reference photos…",
-}
 
 
 class GeoSleuthClient(discord.Client):
@@ -252,29 +247,16 @@ def _answer_view(request_id: int, tally: Tally) -> discord.ui.View:
 
 
 class _Progress:
-    """The deferred response, edited as stages pass (at most once a second)."""
-
-    MIN_INTERVAL_S = 1.0
+    """The deferred response, edited as the stages pass, paced like the Telegram one."""
 
     def __init__(self, interaction: discord.Interaction) -> None:
         self._interaction = interaction
-        self._text = ""
-        self._last_edit = 0.0
+        self._pacer = EditPacer()
 
     async def update(self, event: Progress) -> None:
-        if event.stage is Stage.QUEUED:
-            text = f"⏳ Queued, position {event.position}…"
-        elif event.stage is Stage.VERIFYING:
-            text = f"🔎 Verifying candidates {event.step or 0}/{event.total}…"
-        elif event.stage is Stage.DONE:
-            return
-        else:
-            text = f"🔎 {STAGE_TEXT[event.stage]}"
-        now = time.monotonic()
-        if text == self._text or now - self._last_edit < self.MIN_INTERVAL_S:
-            return
-        self._last_edit = now
-        await self._edit(text)
+        text = progress_text(event)
+        if text is not None and self._pacer.ready(text):
+            await self._edit(text)
 
     async def finish(self, text: str) -> None:
         await self._edit(text)
@@ -282,7 +264,6 @@ class _Progress:
     async def _edit(self, text: str) -> None:
         try:
             await self._interaction.edit_original_response(content=text)
-            self._text = text
         except discord.HTTPException as exc:
             log.debug("progress edit failed: %s", exc)
 

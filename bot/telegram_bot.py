@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import logging
-import time
 
 from telegram import (
     BotCommand,
@@ -32,9 +31,10 @@ from telegram.ext import (
 
 from bot.config import TelegramConfig
 from bot.format import AnswerSummary
+from bot.progress import EditPacer, progress_text
 from bot.service import Answer, BotService, Refusal, Requester
 from bot.store import Tally
-from engine import ConfigError, Progress, Stage
+from engine import ConfigError, Progress
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,6 @@ UNSUPPORTED = {
     "animation": "Animations can't be located. Send a still photo (a screenshot of a frame"
                  " works).",
     "document": "That file is not an image. Send a JPEG, PNG, WebP or HEIC photo.",
-}
-STAGE_TEXT = {
-    Stage.DECODING: "Reading the photo…",
-    Stage.DESCRIBING: "Describing the photo…",
-    Stage.SEARCHING: "Searching the reference photos…",
 }
 
 
@@ -312,29 +307,16 @@ class TelegramAdapter:
 
 
 class _ProgressMessage:
-    """One message edited as the stages pass, at most once per second (Telegram's limits)."""
-
-    MIN_INTERVAL_S = 1.0
+    """One message edited as the stages pass, paced to Telegram's edit limits."""
 
     def __init__(self, message: Message) -> None:
         self._message = message
-        self._text = message.text or ""
-        self._last_edit = 0.0
+        self._pacer = EditPacer(message.text or "")
 
     async def update(self, event: Progress) -> None:
-        if event.stage is Stage.QUEUED:
-            text = f"⏳ Queued, position {event.position}…"
-        elif event.stage is Stage.VERIFYING:
-            text = f"🔎 Verifying candidates {event.step or 0}/{event.total}…"
-        elif event.stage is Stage.DONE:
-            return
-        else:
-            text = f"🔎 {STAGE_TEXT[event.stage]}"
-        now = time.monotonic()
-        if text == self._text or now - self._last_edit < self.MIN_INTERVAL_S:
-            return
-        await self._edit(text)
-        self._last_edit = now
+        text = progress_text(event)
+        if text is not None and self._pacer.ready(text):
+            await self._edit(text)
 
     async def finish(self, text: str) -> None:
         await self._edit(text)
@@ -348,7 +330,6 @@ class _ProgressMessage:
     async def _edit(self, text: str) -> None:
         try:
             await self._message.edit_text(text)
-            self._text = text
         except TelegramError as exc:
             log.debug("progress edit failed: %s", exc)
 
