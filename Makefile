@@ -23,3 +23,4 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_locate.py
+	$(BIN)/python bench/bench_bot.py
