@@ -77,6 +77,9 @@ class DiscordConfig:
     allowed_channels: tuple[str, ...] = ()  # empty = every channel
     allowed_role: str = ""  # a role name or id members need; empty = everyone
     dms_enabled: bool = True
+    # Empty: Discord itself. Set for a proxy or a test double of Discord's API.
+    api_base: str = ""  # e.g. "https://discord.com/api/v10"
+    gateway_url: str = ""  # e.g. "wss://gateway.discord.gg/"
 
 
 @dataclass(frozen=True)

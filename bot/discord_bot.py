@@ -14,6 +14,9 @@ import re
 from typing import ClassVar
 
 import discord
+import discord.gateway
+import discord.http
+import yarl
 from discord import app_commands
 
 from bot.config import DiscordConfig
@@ -359,6 +362,10 @@ class DiscordAdapter:
         self._task = None
 
     async def start(self, interrupted: list) -> None:
+        if self._config.api_base:
+            discord.http.Route.BASE = self._config.api_base.rstrip("/")
+        if self._config.gateway_url:
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self._config.gateway_url)
         await self.client.login(self._config.token)
         self._task = asyncio.create_task(self.client.connect(), name="discord-gateway")
         await self.client.wait_until_ready()

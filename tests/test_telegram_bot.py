@@ -374,3 +374,111 @@ def test_fifty_photos_from_ten_users_each_get_exactly_one_answer(tmp_path, stree
     for call in answers:
         per_chat[call.params["chat_id"]] = per_chat.get(call.params["chat_id"], 0) + 1
     assert per_chat == {2000 + i: 5 for i in range(10)}
+
+
+def test_the_same_photo_again_is_answered_from_the_cache(tmp_path, street_index, street_queries):
+    photo = jpeg_bytes(street_queries[0].rgb)
+
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as tg:
+            tg.send_photo(private_chat(ALICE), ALICE, photo)
+            await tg.wait_for("sendPhoto", timeout=30)
+            tg.send_photo(private_chat(ALICE), ALICE, photo)
+            return await tg.wait_for("sendPhoto", count=2, timeout=30)
+
+    first, second = _run(scenario)
+    assert "from the cache" not in first.params["caption"]
+    assert "from the cache" in second.params["caption"]
+    assert _coordinates(first.params["caption"]) == _coordinates(second.params["caption"])
+
+
+def test_an_area_in_the_caption_narrows_the_search(tmp_path, street_index, street_queries):
+    # The generated street stands in Berlin: searching Berlin finds it, searching Lund cannot.
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as tg:
+            tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(street_queries[0].rgb),
+                          caption="/locate Berlin")
+            [answer] = await tg.wait_for("sendPhoto", timeout=30)
+            tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(street_queries[1].rgb),
+                          caption="/locate Lund, Sweden 3km")
+            [elsewhere] = await tg.wait_for(
+                lambda c: "no reference photos" in c.params.get("text", ""), timeout=30)
+            tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(street_queries[2].rgb),
+                          caption="/locate Xyzzyville")
+            [unknown] = await tg.wait_for(
+                lambda c: "don't know a place" in c.params.get("text", ""), timeout=30)
+            return answer, elsewhere, unknown
+
+    answer, elsewhere, unknown = _run(scenario)
+    assert "Searched within" in answer.params["caption"] and "Berlin" in answer.params["caption"]
+    assert "search area" in elsewhere.params["text"]
+    assert "Xyzzyville" in unknown.params["text"]
+
+
+def test_help_privacy_and_admin_stats(tmp_path, street_index):
+    async def scenario():
+        async with running_bot(tmp_path, street_index,
+                               access=AccessConfig(admins=(str(BOB["id"]),))) as tg:
+            for person, command in ((ALICE, "/start"), (ALICE, "/privacy"), (ALICE, "/stats"),
+                                    (BOB, "/stats")):
+                tg.send_text(private_chat(person), person, command)
+            await tg.wait_for("sendMessage", count=4, timeout=30)
+            return {(c.params["chat_id"], c.params["text"][:40]): c.params["text"]
+                    for c in tg.calls_to("sendMessage")}
+
+    texts = list(_run(scenario).values())
+    assert any(t.startswith("Send me a street-level photo") for t in texts)
+    assert any("the photo itself is not stored" in t for t in texts)
+    assert any(t == "Only the bot's admins can see its statistics." for t in texts)
+    assert any(t.startswith("Requests: 0") and "Engine: queue 0" in t for t in texts)
+
+
+def test_webhook_mode_answers_updates_posted_to_it(tmp_path, street_index, street_queries):
+    import socket
+
+    import aiohttp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def scenario():
+        async with FakeTelegram() as tg:
+            tg.add_chat(private_chat(ALICE))
+            config = AppConfig(
+                engine=street_index, map=MapStyle(tiles_enabled=False),
+                store=StoreConfig(path=tmp_path / "bot.sqlite"),
+                telegram=TelegramConfig(
+                    enabled=True, token="123:TEST", base_url=tg.base_url,
+                    base_file_url=tg.base_file_url, mode="webhook",
+                    # Telegram posts to the public https address; a proxy forwards to the port.
+                    webhook_url="https://bot.example.org/telegram", webhook_listen="127.0.0.1",
+                    webhook_port=port, webhook_secret="s3cret"),
+            )
+            stop = asyncio.Event()
+            bot = asyncio.create_task(run_bots(config, stop))
+            await tg.wait_for("setWebhook", timeout=30)
+            update = tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(street_queries[0].rgb))
+            for _ in range(100):  # setWebhook comes before the listener opens: wait for it
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    await asyncio.sleep(0.05)
+                else:
+                    writer.close()
+                    break
+            async with aiohttp.ClientSession() as session:
+                refused = await session.post(f"http://127.0.0.1:{port}/telegram", json=update)
+                accepted = await session.post(
+                    f"http://127.0.0.1:{port}/telegram", json=update,
+                    headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret"})
+            [photo] = await tg.wait_for("sendPhoto", timeout=30)
+            stop.set()
+            await asyncio.wait_for(bot, 30)
+            return refused.status, accepted.status, photo, tg.webhook_url
+
+    refused, accepted, photo, webhook_url = _run(scenario)
+    assert refused == 403  # a post without Telegram's secret is not an update
+    assert accepted == 200
+    assert webhook_url == "https://bot.example.org/telegram"
+    assert COORDINATES.search(photo.params["caption"])

@@ -212,7 +212,7 @@ class InteractionRecord:
         return int(self.payload["app_permissions"])
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: kept in sets and compared by `is`
 class _Session:
     session_id: str
     shard: tuple[int, int]
@@ -222,7 +222,7 @@ class _Session:
     connection: _Connection | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class _Connection:
     ws: web.WebSocketResponse
     zlib_stream: bool
@@ -350,6 +350,7 @@ class FakeDiscord:
         self.calls: list[Call] = []
         self.unknown: list[Call] = []
         self.gateway_received: list[JSON] = []  # client->server frames, heartbeats included
+        self.gateway_connects: list[dict[str, str]] = []  # query of each connection (v, compress)
         self.identifies = 0
         self.resumes = 0
         self.commands: dict[int | None, list[JSON]] = {}  # guild id (None: global) -> commands
@@ -503,7 +504,8 @@ class FakeDiscord:
             self._add_channel(channel, guild_id)
         session = self._session_for(guild_id)
         if session is not None:
-            self._dispatch_to(session, "GUILD_CREATE", self._guild_create(guild_id))
+            self._dispatch_to(session, "GUILD_CREATE",
+                              self._guild_create(guild_id, session.intents))
         return copy.deepcopy(guild)
 
     def add_channel(self, channel: JSON, guild_id: int | None = None) -> JSON:
@@ -538,7 +540,7 @@ class FakeDiscord:
         url = f"{self.url}{path}?ex={expiry}&is={format(int(time.time()), 'x')}&hm={att_id:x}&"
         attachment: JSON = {
             "id": str(att_id), "filename": filename, "size": len(data), "url": url,
-            "proxy_url": url.replace("/attachments/", "/attachments/", 1),
+            "proxy_url": url,
             "content_type": kind,
         }
         size = _probe_image(data) if kind.startswith("image/") else None
@@ -1448,7 +1450,9 @@ class FakeDiscord:
         elif isinstance(value, float):
             kind = 10
         else:
-            kind, value = (declared or 3), value if declared in (4, 10, 5) else str(value)
+            kind = declared or 3
+            if kind == 3:
+                value = str(value)
         return {"name": key, "type": kind, "value": value}
 
     def _resolve_user(self, target: JSON, resolved: JSON, guild_id: int | None) -> str:
@@ -1544,6 +1548,7 @@ class FakeDiscord:
     async def _handle_gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
+        self.gateway_connects.append(dict(request.query))
         if request.query.get("encoding", "json") != "json":
             await ws.close(code=4002, message=b"Only JSON encoding is supported by the fake")
             return ws
@@ -1572,6 +1577,10 @@ class FakeDiscord:
     async def _write_loop(self, connection: _Connection) -> None:
         while True:
             frame, done = await connection.queue.get()
+            if frame.get("op") == -1:  # a marker, not a frame: everything before it is sent
+                if done is not None:
+                    done.set()
+                continue
             text = json.dumps(frame)
             try:
                 if connection.zlib_stream:
@@ -1634,7 +1643,7 @@ class FakeDiscord:
             "auth_session_id_hash": "", "_trace": ['["gateway-fake",{"micros":0}]'],
         })
         for gid in mine:
-            self._dispatch_to(session, "GUILD_CREATE", self._guild_create(gid))
+            self._dispatch_to(session, "GUILD_CREATE", self._guild_create(gid, session.intents))
         connection.queue.put_nowait(({"op": -1}, self._ready))  # marks "all sent"
 
     def _resume(self, connection: _Connection, data: JSON) -> None:
@@ -1668,9 +1677,13 @@ class FakeDiscord:
             event["nonce"] = data["nonce"]
         self._dispatch_to(session, "GUILD_MEMBERS_CHUNK", event)
 
-    def _guild_create(self, guild_id: int) -> JSON:
+    def _guild_create(self, guild_id: int, intents: int) -> JSON:
         guild = copy.deepcopy(self._guilds[guild_id])
         guild["member_count"] = len(guild["members"])
+        if not intents & INTENT_GUILD_MEMBERS:
+            # Like Discord: without the members intent only the bot itself is sent.
+            guild["members"] = [p for p in guild["members"]
+                                if int(p["user"]["id"]) == self.bot_id]
         return guild
 
     def _session_for(self, guild_id: int | None) -> _Session | None:

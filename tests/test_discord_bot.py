@@ -1,0 +1,334 @@
+"""The Discord bot end to end: the real discord.py client against a fake Discord on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bot.config import (
+    AppConfig,
+    DiscordConfig,
+    RateLimitConfig,
+    StoreConfig,
+)
+from bot.render import MapStyle
+from bot.runner import run_bots
+from engine.config import EngineConfig, EngineLimits
+from engine.geo import haversine_m
+from tests.conftest import jpeg_bytes
+from tests.fakes import telegram_api
+from tests.fakes.discord_api import (
+    DEFAULT_BOT_PERMISSIONS,
+    FakeDiscord,
+    Permission,
+    member,
+    role,
+    text_channel,
+)
+
+GUILD = 910000000000000001
+CHANNEL = 910000000000000010
+OTHER_CHANNEL = 910000000000000011
+ANALYST = role(910000000000000500, "analyst", 0)
+ALICE = member(910000000000000100, "alice", roles=[int(ANALYST["id"])])
+BOB = member(910000000000000101, "bob")
+COORDINATES = re.compile(r"(-?\d+\.\d+), (-?\d+\.\d+)")
+ANSWER_EDIT = "PATCH /webhooks/.*/messages/@original"
+
+
+def _run(scenario, timeout: float = 90):
+    return asyncio.run(asyncio.wait_for(scenario(), timeout=timeout))
+
+
+@asynccontextmanager
+async def running_bot(tmp_path, engine: EngineConfig, *, discord: DiscordConfig | None = None,
+                      **sections) -> AsyncIterator[FakeDiscord]:
+    """`geosleuth bot` with Discord enabled, against a fake Discord."""
+    async with FakeDiscord() as fake:
+        fake.add_guild(GUILD, "OSINT", channels=[text_channel(CHANNEL, "general"),
+                                                 text_channel(OTHER_CHANNEL, "random")],
+                       members=[ALICE, BOB], roles=[ANALYST])
+        config = AppConfig(
+            engine=engine, map=MapStyle(tiles_enabled=False),
+            store=StoreConfig(path=tmp_path / "bot.sqlite"),
+            discord=discord or DiscordConfig(enabled=True, token=fake.token),
+        )
+        config = replace(config, **sections)
+        stop = asyncio.Event()
+        with fake.patch_discord():
+            bot = asyncio.create_task(run_bots(config, stop))
+            await fake.wait_for("PUT /applications/.*/commands", timeout=30)
+            await fake.wait_ready(timeout=30)
+            await asyncio.sleep(2.2)  # discord.py's guild_ready_timeout before it is ready
+            try:
+                yield fake
+            finally:
+                stop.set()
+                await asyncio.wait_for(bot, 30)
+
+
+def _embed(fake: FakeDiscord, interaction) -> dict:
+    message = fake.original_response(interaction)
+    assert message is not None and message["embeds"], message
+    return message["embeds"][0]
+
+
+def _fields(embed: dict) -> dict[str, str]:
+    return {f["name"]: f["value"] for f in embed.get("fields", [])}
+
+
+def test_locate_answers_with_an_embed_the_map_and_buttons(tmp_path, street_index, street_queries):
+    view = street_queries[0]
+
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as fake:
+            command = fake.slash_command("locate", GUILD, CHANNEL, ALICE,
+                                         attachment=(jpeg_bytes(view.rgb), "street.jpg",
+                                                     "image/jpeg"))
+            edits = await fake.wait_for(lambda c: c.method == "PATCH" and "@original" in c.path
+                                        and bool(c.files), timeout=30)
+            callbacks = fake.calls_to("POST", "/interactions/.*/callback")
+            return _embed(fake, command), edits[-1], callbacks, fake.original_response(command)
+
+    embed, edit, callbacks, message = _run(scenario)
+    assert callbacks[0].json["type"] == 5  # deferred at once
+    lat, lon = (float(v) for v in COORDINATES.search(embed["title"]).groups())
+    assert haversine_m(view.lat, view.lon, lat, lon) <= 25
+    fields = _fields(embed)
+    assert fields["Confidence"].endswith("(high)") and "within about" in fields["Uncertainty"]
+    assert "openstreetmap.org" in fields["Maps"] and "google.com/maps" in fields["Maps"]
+    assert "verified correspondences" in fields["Best reference"]
+    assert edit.file("map.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert embed["image"]["url"].endswith("map.png")
+    buttons = [c["custom_id"] for row in message["components"] for c in row["components"]]
+    assert [b.split(":")[1] for b in buttons] == ["alt", "ev", "ok", "no"]
+
+
+@pytest.mark.real_data
+def test_held_out_lund_frame_through_discord_is_within_25_m(tmp_path, lund_index, lund_split):
+    _, held_out = lund_split
+    record = held_out[2]
+    with open(record.image_path, "rb") as handle:
+        data = handle.read()
+
+    async def scenario():
+        async with running_bot(tmp_path, lund_index) as fake:
+            command = fake.slash_command("locate", GUILD, CHANNEL, ALICE,
+                                         attachment=(data, "lund.jpg", "image/jpeg"))
+            [edit] = await fake.wait_for(lambda c: c.method == "PATCH" and bool(c.files),
+                                         timeout=30)
+            return _embed(fake, command), edit
+
+    embed, edit = _run(scenario)
+    lat, lon = (float(v) for v in COORDINATES.search(embed["title"]).groups())
+    assert haversine_m(record.lat, record.lon, lat, lon) <= 25
+    assert edit.file("map.png")[:4] == b"\x89PNG"
+
+
+def test_the_context_menu_locates_a_message_photo(tmp_path, street_index, street_queries):
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as fake:
+            posted = fake.post_message(CHANNEL, BOB, "seen this?", attachments=[
+                (jpeg_bytes(street_queries[1].rgb), "photo.jpg", "image/jpeg")])
+            command = fake.message_command("Locate photo", GUILD, CHANNEL, ALICE, posted)
+            await fake.wait_for(lambda c: c.method == "PATCH" and bool(c.files), timeout=30)
+            text_only = fake.post_message(CHANNEL, BOB, "no picture here")
+            refused = fake.message_command("Locate photo", GUILD, CHANNEL, ALICE, text_only)
+            await fake.wait_for(lambda c: "has no image" in str(c.json), timeout=30)
+            return _embed(fake, command), fake.original_response(refused)
+
+    embed, refusal = _run(scenario)
+    assert COORDINATES.search(embed["title"])
+    assert "has no image" in refusal["content"]
+    assert refusal["flags"] & 64  # ephemeral
+
+
+def _huge_jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (9000, 6700), (120, 130, 140)).save(out, "JPEG", quality=50)
+    return out.getvalue()
+
+
+def test_bad_inputs_get_clear_ephemeral_answers(tmp_path, street_index):
+    rng = np.random.default_rng(2)
+    corrupt = jpeg_bytes((rng.random((300, 400, 3)) * 255).astype(np.uint8))[:3000]
+    cases = [
+        ((b"%PDF-1.7 report", "report.pdf", "application/pdf"), "is not an image"),
+        ((corrupt, "broken.jpg", "image/jpeg"), "truncated or corrupt"),
+        ((_huge_jpeg(), "huge.jpg", "image/jpeg"), "megapixels"),
+    ]
+
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as fake:
+            commands = [fake.slash_command("locate", GUILD, CHANNEL, ALICE, attachment=a)
+                        for a, _ in cases]
+            for _, words in cases:
+                await fake.wait_for(lambda c, w=words: w in str(c.json), timeout=60)
+            return [fake.original_response(c) for c in commands]
+
+    answers = _run(scenario)
+    for answer, (_, words) in zip(answers, cases, strict=True):
+        assert words in answer["content"]
+        assert answer["flags"] & 64 or answer.get("interaction_metadata") is not None
+
+
+def test_missing_permissions_are_said_in_plain_text(tmp_path, street_index, street_queries):
+    without_files = DEFAULT_BOT_PERMISSIONS & ~Permission.ATTACH_FILES
+
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as fake:
+            command = fake.slash_command(
+                "locate", GUILD, CHANNEL, ALICE, app_permissions=without_files,
+                attachment=(jpeg_bytes(street_queries[0].rgb), "s.jpg", "image/jpeg"))
+            await fake.wait_for(lambda c: "permission" in str(c.json), timeout=30)
+            return fake.original_response(command)
+
+    answer = _run(scenario)
+    assert "Attach Files permission" in answer["content"] and "embeds" not in str(
+        answer.get("embeds") or "embeds-none")
+
+
+def test_file_over_the_limit_busy_engine_and_missing_index(tmp_path, street_index,
+                                                          street_queries):
+    photo = (jpeg_bytes(street_queries[0].rgb), "s.jpg", "image/jpeg")
+    busy = replace(street_index, limits=EngineLimits(queue_size=0))
+
+    async def over_limit_and_busy():
+        from bot.config import ServiceConfig
+
+        async with running_bot(tmp_path, busy,
+                               service=ServiceConfig(max_file_bytes=10_000)) as fake:
+            big = fake.slash_command("locate", GUILD, CHANNEL, ALICE, attachment=photo)
+            await fake.wait_for(lambda c: "the limit is" in str(c.json), timeout=30)
+            return fake.original_response(big)
+
+    async def busy_engine():
+        async with running_bot(tmp_path / "b", busy) as fake:
+            command = fake.slash_command("locate", GUILD, CHANNEL, ALICE, attachment=photo)
+            await fake.wait_for(lambda c: "busy" in str(c.json), timeout=30)
+            return fake.original_response(command)
+
+    async def missing_index():
+        missing = replace(EngineConfig(), index_path=tmp_path / "nothing")
+        async with running_bot(tmp_path / "c", missing) as fake:
+            command = fake.slash_command("locate", GUILD, CHANNEL, ALICE, attachment=photo)
+            await fake.wait_for(lambda c: "right now" in str(c.json), timeout=30)
+            return fake.original_response(command)
+
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    assert "the limit is" in _run(over_limit_and_busy)["content"]
+    assert "Try again in a minute" in _run(busy_engine)["content"]
+    assert "can't locate photos right now" in _run(missing_index)["content"]
+
+
+def test_rate_limit_and_guild_controls(tmp_path, street_index, street_queries):
+    photo = (jpeg_bytes(street_queries[0].rgb), "s.jpg", "image/jpeg")
+    controls = DiscordConfig(enabled=True, token="", allowed_channels=(str(CHANNEL),),
+                             allowed_role="analyst")
+
+    async def scenario():
+        async with FakeDiscord() as probe:
+            token = probe.token
+        async with running_bot(tmp_path, street_index,
+                               discord=replace(controls, token=token),
+                               rate_limit=RateLimitConfig(user_requests=1)) as fake:
+            wrong_channel = fake.slash_command("locate", GUILD, OTHER_CHANNEL, ALICE,
+                                               attachment=photo)
+            no_role = fake.slash_command("locate", GUILD, CHANNEL, BOB, attachment=photo)
+            fake.slash_command("locate", GUILD, CHANNEL, ALICE, attachment=photo)
+            await fake.wait_for(lambda c: c.method == "PATCH" and bool(c.files), timeout=30)
+            second = fake.slash_command("locate", GUILD, CHANNEL, ALICE, attachment=photo)
+            await fake.wait_for(lambda c: "Try again in" in str(c.json), timeout=30)
+            return [fake.original_response(i)["content"] for i in (wrong_channel, no_role,
+                                                                    second)]
+
+    wrong_channel, no_role, limited = _run(scenario)
+    assert "not enabled in this channel" in wrong_channel
+    assert "'analyst' role" in no_role
+    assert re.search(r"Try again in \d+ s", limited)
+
+
+def test_two_members_confirm_and_dispute_with_names_on_the_message(tmp_path, street_index,
+                                                                    street_queries):
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as fake:
+            command = fake.slash_command("locate", GUILD, CHANNEL, ALICE, attachment=(
+                jpeg_bytes(street_queries[0].rgb), "s.jpg", "image/jpeg"))
+            await fake.wait_for(lambda c: c.method == "PATCH" and bool(c.files), timeout=30)
+            message = fake.original_response(command)
+            ids = [c["custom_id"] for row in message["components"] for c in row["components"]]
+            fake.press_button(ids[2], GUILD, CHANNEL, ALICE, message)
+            await fake.wait_for(lambda c: "Confirmed by" in str(c.json), timeout=30)
+            fake.press_button(ids[3], GUILD, CHANNEL, BOB, fake.original_response(command))
+            await fake.wait_for(lambda c: "bob" in str(c.json) and "Disputed" in str(c.json),
+                                timeout=30)
+            fake.press_button(ids[0], GUILD, CHANNEL, BOB, fake.original_response(command))
+            await fake.wait_for(lambda c: "alternatives.png" in str(c.file_names), timeout=30)
+            return _embed(fake, command)
+
+    fields = _fields(_run(scenario))
+    assert fields["✅ Confirmed by"] == "alice"
+    assert fields["❌ Disputed by"] == "bob"
+
+
+def test_telegram_and_discord_in_one_process_then_sigterm(tmp_path, street_index,
+                                                         street_queries):
+    """`geosleuth bot` as a real process serving both fakes; SIGTERM stops it cleanly."""
+    photo = jpeg_bytes(street_queries[0].rgb)
+    alice_tg = telegram_api.user(5001, "Alice")
+
+    async def scenario():
+        async with FakeDiscord() as fake, telegram_api.FakeTelegram() as tg:
+            fake.add_guild(GUILD, "OSINT", channels=[text_channel(CHANNEL, "general")],
+                           members=[ALICE])
+            tg.add_chat(telegram_api.private_chat(alice_tg))
+            config = tmp_path / "geosleuth.toml"
+            config.write_text(
+                f'[engine]\nindex_path = "{street_index.index_path}"\n'
+                f'[map]\ntiles_enabled = false\n'
+                f'[store]\npath = "{tmp_path / "bot.sqlite"}"\n'
+                f'[telegram]\nenabled = true\nbase_url = "{tg.base_url}"\n'
+                f'base_file_url = "{tg.base_file_url}"\n'
+                f'[discord]\nenabled = true\napi_base = "{fake.url}/api/v10"\n'
+                f'gateway_url = "{fake.gateway_url}"\n')
+            env = {**os.environ, "GEOSLEUTH_TELEGRAM_TOKEN": "123:TEST",
+                   "GEOSLEUTH_DISCORD_TOKEN": fake.token}
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot.cli", "--config", str(config), "bot", env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                await tg.wait_for("setMyCommands", timeout=60)
+                await fake.wait_ready(timeout=60)
+                await asyncio.sleep(2.5)
+                tg.send_photo(telegram_api.private_chat(alice_tg), alice_tg, photo)
+                fake.slash_command("locate", GUILD, CHANNEL, ALICE,
+                                   attachment=(photo, "s.jpg", "image/jpeg"))
+                await tg.wait_for("sendPhoto", timeout=60)
+                await fake.wait_for(lambda c: c.method == "PATCH" and bool(c.files), timeout=60)
+                process.send_signal(signal.SIGTERM)
+                _, err = await asyncio.wait_for(process.communicate(), 60)
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+            return process.returncode, err.decode()
+
+    code, err = _run(scenario, timeout=180)
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "stopped cleanly" in err
+    assert not (tmp_path / "bot.sqlite-wal").exists() or (
+        tmp_path / "bot.sqlite-wal").stat().st_size == 0
