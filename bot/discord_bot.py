@@ -37,6 +37,8 @@ class GeoSleuthClient(discord.Client):
     """A client with our command tree; commands are synced once, in `setup_hook`."""
 
     def __init__(self, config: DiscordConfig, service: BotService) -> None:
+        # GeoSleuth never joins voice: no warnings about voice libraries it does not need.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         intents = discord.Intents.none()
         intents.guilds = True
         super().__init__(intents=intents)
