@@ -54,7 +54,8 @@ def result_text(result: LocateResult) -> str:
     best = result.best_match
     if best is not None:
         lines.append(
-            f"Best reference: {best.source}/{best.source_id} at {best.lat:.6f}, {best.lon:.6f}"
+            f"Best reference: {reference_name(best.source, best.source_id)} at {best.lat:.6f},"
+            f" {best.lon:.6f}"
             f" - {best.inliers} verified correspondences (similarity {best.similarity:.2f})"
         )
     label = "Other candidate places" if result.located else "Leads (unconfirmed)"
@@ -93,6 +94,14 @@ def reference_url(source: str, source_id: str) -> str | None:
     return None if template is None else template.format(id=source_id)
 
 
+def reference_name(source: str, source_id: str) -> str:
+    """How a reference is named to chat users: a local photo by its file name only (its
+    full path is the server's business)."""
+    if source == "local":
+        return f"local/{source_id.replace(chr(92), '/').rsplit('/', 1)[-1]}"
+    return f"{source}/{source_id}"
+
+
 def osm_url(lat: float, lon: float) -> str:
     return f"https://www.openstreetmap.org/?mlat={lat:.6f}&mlon={lon:.6f}#map=18/{lat:.6f}/{lon:.6f}"
 
@@ -128,8 +137,8 @@ def summarise_answer(
     best = result.best_match
     reference = reference_link = None
     if best is not None and best.inliers:
-        reference = (f"{best.source}/{best.source_id}, {best.inliers} verified correspondences"
-                     f" (similarity {best.similarity:.2f})")
+        reference = (f"{reference_name(best.source, best.source_id)}, {best.inliers} verified"
+                     f" correspondences (similarity {best.similarity:.2f})")
         reference_link = reference_url(best.source, best.source_id)
     exif = None
     if result.exif_gps is not None:

@@ -19,7 +19,7 @@ from enum import StrEnum
 import numpy as np
 
 from bot.config import AppConfig
-from bot.format import AnswerSummary, summarise_answer
+from bot.format import AnswerSummary, reference_name, summarise_answer
 from bot.places import gazetteer, parse_area_hint
 from bot.ratelimit import RateLimiter
 from bot.render import render_evidence, render_map
@@ -260,8 +260,8 @@ class BotService:
                            "No reference photo was verified, so there is no evidence to show.")
         reference = await self._engine.reference_picture(result.best_reference)
         best = result.best_match
-        caption = (f"Your photo (left) and {result.best_reference.source}/"
-                   f"{result.best_reference.source_id} (right):"
+        name = reference_name(result.best_reference.source, result.best_reference.source_id)
+        caption = (f"Your photo (left) and {name} (right):"
                    f" {best.inliers if best else 0} verified correspondences")
         png = await asyncio.to_thread(self._evidence_png, image, reference, result, caption)
         return caption, png

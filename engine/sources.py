@@ -135,7 +135,9 @@ def _scan_folder(root: Path) -> SourceScan:
         tally.add(
             ReferenceRecord(
                 source=LOCAL_SOURCE,
-                source_id=relative,
+                # The absolute path: a rescan of the folder finds the same ids, and two folders
+                # holding the same file names (01.jpg) never collide.
+                source_id=str(image.resolve()),
                 lat=position.lat,
                 lon=position.lon,
                 image_path=str(image),
@@ -302,7 +304,7 @@ def _scan_manifest(manifest: Path) -> SourceScan:
         tally.add(
             ReferenceRecord(
                 source=row.get("source") or LOCAL_SOURCE,
-                source_id=row.get("source_id") or raw_path,
+                source_id=row.get("source_id") or str(image),
                 lat=lat,
                 lon=lon,
                 image_path=str(image),

@@ -64,6 +64,11 @@ def _by_id(scan: SourceScan) -> dict[str, object]:
     return {r.source_id: r for r in scan.records}
 
 
+def _ids(scan: SourceScan, root: Path) -> list[str]:
+    """Source ids (absolute paths) as paths relative to `root`, for readable assertions."""
+    return [Path(r.source_id).relative_to(root.resolve()).as_posix() for r in scan.records]
+
+
 # --- folders -------------------------------------------------------------------------------
 
 
@@ -79,7 +84,7 @@ def test_folder_photo_with_exif_gps_becomes_a_local_record(tmp_path: Path) -> No
 
     (record,) = scan.records
     assert record.source == "local"
-    assert record.source_id == "a.jpg"
+    assert record.source_id == str(photo.resolve())
     assert record.lat == pytest.approx(55.698167, abs=1e-6)
     assert record.lon == pytest.approx(13.195389, abs=1e-6)
     assert record.image_path == str(photo.resolve())
@@ -101,7 +106,7 @@ def test_every_supported_format_is_read_case_insensitively(tmp_path: Path, suffi
 
     (record,) = scan_source(tmp_path).records
 
-    assert record.source_id == f"photo{suffix}"
+    assert Path(record.source_id).name == f"photo{suffix}"
     assert record.lat == pytest.approx(40.0)
 
 
@@ -113,7 +118,7 @@ def test_nested_folders_are_scanned_in_sorted_order_with_posix_ids(tmp_path: Pat
     first = scan_source(tmp_path)
     again = scan_source(tmp_path)
 
-    assert [r.source_id for r in first.records] == ["a.jpg", "b/a/y.jpg", "b/z.jpg", "c.png"]
+    assert _ids(first, tmp_path) == ["a.jpg", "b/a/y.jpg", "b/z.jpg", "c.png"]
     assert first == again
 
 
@@ -124,7 +129,7 @@ def test_hidden_files_and_folders_are_ignored(tmp_path: Path) -> None:
 
     scan = scan_source(tmp_path)
 
-    assert [r.source_id for r in scan.records] == ["a.jpg"]
+    assert _ids(scan, tmp_path) == ["a.jpg"]
     assert scan.skipped_unreadable == 0
 
 
@@ -135,7 +140,7 @@ def test_photos_without_gps_are_counted_not_fatal(tmp_path: Path) -> None:
 
     scan = scan_source(tmp_path)
 
-    assert [r.source_id for r in scan.records] == ["good.jpg"]
+    assert _ids(scan, tmp_path) == ["good.jpg"]
     assert scan.skipped_no_position == 2
     assert {s.where for s in scan.examples} == {"plain.jpg", "null_island.jpg"}
 
@@ -182,7 +187,7 @@ def test_vpr_file_name_gives_position_heading_and_month(tmp_path: Path) -> None:
 
     (record,) = scan_source(tmp_path).records
 
-    assert record.source_id == f"db/{VPR_NAME}"
+    assert Path(record.source_id).relative_to(tmp_path.resolve()).as_posix() == f"db/{VPR_NAME}"
     assert (record.lat, record.lon) == (37.75594, -122.50037)
     assert record.heading_deg == 90.0
     assert record.captured_at == "2013-11"
@@ -333,7 +338,7 @@ def test_manifest_header_is_forgiving_about_case_spaces_order_and_bom(tmp_path: 
 
     (record,) = scan_source(manifest).records
 
-    assert (record.source_id, record.lat, record.lon) == ("a.jpg", 55.7, 13.2)
+    assert (Path(record.source_id).name, record.lat, record.lon) == ("a.jpg", 55.7, 13.2)
 
 
 def test_manifest_missing_columns_are_named(tmp_path: Path) -> None:
@@ -364,7 +369,7 @@ def test_manifest_rows_with_bad_positions_are_skipped_with_their_line(tmp_path: 
 
     scan = scan_source(manifest)
 
-    assert [r.source_id for r in scan.records] == ["a.jpg"]
+    assert [Path(r.source_id).name for r in scan.records] == ["a.jpg"]
     assert scan.skipped_no_position == 4
     assert [s.where for s in scan.examples] == [
         "refs.csv:3",
@@ -447,3 +452,13 @@ def test_real_lund_photos_all_carry_gps() -> None:
     for record in scan.records:
         assert record.lat == pytest.approx(55.7, abs=0.05)
         assert record.lon == pytest.approx(13.2, abs=0.05)
+
+
+def test_two_folders_with_the_same_file_names_do_not_collide(tmp_path: Path) -> None:
+    _photo(tmp_path / "lund" / "01.jpg", (55.7, 13.2))
+    _photo(tmp_path / "berlin" / "01.jpg", (52.5, 13.4))
+
+    ids = {r.source_id for folder in ("lund", "berlin")
+           for r in scan_source(tmp_path / folder).records}
+
+    assert len(ids) == 2
