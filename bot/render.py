@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from staticmap import StaticMap
 
+from bot.tiles import TileSource
 from engine.geo import haversine_m
 from engine.results import LocateResult
 
@@ -56,6 +57,9 @@ class MapStyle:
     height: int = 600
     tile_timeout_s: float = 5.0
     tiles_enabled: bool = True
+    mbtiles_path: str = ""  # an MBTiles file: tiles from it only (hosts without internet)
+    tile_cache_dir: str = ""  # keep fetched tiles here; empty = no disk cache
+    tile_cache_days: float = 30.0
 
 
 # --- Web-Mercator geometry ------------------------------------------------------------------
@@ -136,43 +140,42 @@ def _fit_viewport(marks: Sequence[_Mark], width: int, height: int) -> _Viewport:
 
 
 class _TileMap(StaticMap):  # type: ignore[misc]
-    """StaticMap that stops at the first failed tile instead of retrying each one three times."""
+    """staticmap drawing tiles from our `TileSource`; its "URLs" are just "z/x/y"."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, source: TileSource, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, url_template="{z}/{x}/{y}", **kwargs)
+        self._source = source
         self._failed = threading.Event()
 
     def get(self, url: str, **kwargs: Any) -> tuple[int, bytes]:
         if self._failed.is_set():
-            raise ConnectionError("the tile server already failed for this map")
+            raise ConnectionError("the tile source already failed for this map")
+        z, x, y = (int(part) for part in url.split("/"))
         try:
-            status, content = super().get(url, **kwargs)
+            data = self._source.fetch(z, x, y)
         except Exception:
             self._failed.set()
             raise
-        if status != 200:
+        if data is None:
             self._failed.set()
-        return status, content
+            return 404, b""
+        return 200, data
 
 
 def _basemap(view: _Viewport, style: MapStyle) -> Image.Image | None:
     """Tiles under the viewport, or None when they cannot all be had (offline, blocked, slow)."""
     if not style.tiles_enabled:
         return None
-    tiles = _TileMap(
-        view.width,
-        view.height,
-        url_template=style.tile_url,
-        tile_request_timeout=style.tile_timeout_s,
-        headers={"User-Agent": style.user_agent},
-    )
+    source = TileSource(style.tile_url, style.user_agent, style.tile_timeout_s,
+                        mbtiles_path=style.mbtiles_path, cache_dir=style.tile_cache_dir,
+                        cache_days=style.tile_cache_days)
+    tiles = _TileMap(source, view.width, view.height)
     lat, lon = view.centre_latlon()
     cx, cy = latlon_to_px(lat, lon, view.zoom)
     n = 2**view.zoom
-    probe = style.tile_url.format(z=view.zoom, x=int(cx // TILE_PX) % n, y=int(cy // TILE_PX) % n)
     try:
         # One probe first: an unreachable server fails here, quietly and after one timeout.
-        status, _ = tiles.get(probe, timeout=style.tile_timeout_s, headers=tiles.headers)
+        status, _ = tiles.get(f"{view.zoom}/{int(cx // TILE_PX) % n}/{int(cy // TILE_PX) % n}")
         if status != 200:
             return None
         return tiles.render(zoom=view.zoom, center=[lon, lat]).convert("RGB")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +201,44 @@ def test_evidence_refuses_unpaired_points() -> None:
     img = np.zeros((10, 10, 3), np.uint8)
     with pytest.raises(ValueError, match="pair up"):
         render_evidence(img, img, [(1.0, 2.0)], [], "")
+
+
+def _mbtiles(path: Path, lat: float, lon: float, colour: tuple[int, int, int]) -> None:
+    """An MBTiles file holding flat tiles around (lat, lon) at every zoom (TMS rows)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (256, 256), colour).save(buf, format="PNG")
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE metadata (name TEXT, value TEXT)")
+        db.execute("CREATE TABLE tiles (zoom_level INTEGER, tile_column INTEGER,"
+                   " tile_row INTEGER, tile_data BLOB)")
+        for zoom in range(20):
+            x, y = (int(v // 256) for v in latlon_to_px(lat, lon, zoom))
+            n = 2**zoom
+            for dx in range(-3, 4):
+                for dy in range(-3, 4):
+                    tx, ty = (x + dx) % n, min(max(y + dy, 0), n - 1)
+                    db.execute("INSERT INTO tiles VALUES (?, ?, ?, ?)",
+                               (zoom, tx, n - 1 - ty, buf.getvalue()))
+
+
+def test_tiles_come_from_an_mbtiles_file_without_any_server(tmp_path: Path) -> None:
+    result = _result()
+    tiles = tmp_path / "area.mbtiles"
+    _mbtiles(tiles, result.lat, result.lon, (200, 190, 120))
+    style = MapStyle(tile_url=f"http://127.0.0.1:{_closed_port()}/{{z}}/{{x}}/{{y}}.png",
+                     mbtiles_path=str(tiles))
+    rgb = _decode(render_map(result, style))
+    assert tuple(rgb[450, 700]) == (200, 190, 120)
+
+
+def test_fetched_tiles_are_cached_on_disk(tmp_path: Path,
+                                          tile_server: tuple[str, list[str]]) -> None:
+    url, agents = tile_server
+    style = MapStyle(tile_url=url, tile_timeout_s=2.0, tile_cache_dir=str(tmp_path / "cache"))
+    first = render_map(_result(), style)
+    fetched = len(agents)
+    second = render_map(_result(), style)
+    assert fetched > 0
+    assert len(agents) == fetched  # the second map came from the disk cache
+    assert first == second
+    assert list((tmp_path / "cache").rglob("*.tile"))
