@@ -44,6 +44,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.polling import wait_for_calls
+
 JSON = dict[str, Any]
 
 API_PREFIX = "/api/v10"
@@ -693,16 +695,7 @@ class FakeDiscord:
         else:
             matches = what
             label = getattr(what, "__name__", "predicate")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            found = [call for call in self.calls if matches(call)]
-            if len(found) >= count:
-                return found
-            if loop.time() >= deadline:
-                raise TimeoutError(f"waited {timeout:g} s for {count} call(s) matching {label}, "
-                                   f"saw {len(found)}.\n{self.summary()}")
-            await asyncio.sleep(0.01)
+        return await wait_for_calls(self.calls, matches, count, timeout, label, self.summary)
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Until a client has IDENTIFYed and got READY and every GUILD_CREATE.

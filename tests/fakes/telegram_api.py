@@ -32,6 +32,8 @@ from typing import Any
 from aiohttp import web
 from PIL import Image, ImageOps
 
+from tests.fakes.polling import wait_for_calls
+
 JSON = dict[str, Any]
 
 BOT_USERNAME = "geosleuth_test_bot"
@@ -457,16 +459,7 @@ class FakeTelegram:
         else:
             matches = what
             label = getattr(what, "__name__", "predicate")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            found = [call for call in self.calls if matches(call)]
-            if len(found) >= count:
-                return found
-            if loop.time() >= deadline:
-                raise TimeoutError(f"waited {timeout:g} s for {count} call(s) matching {label}, "
-                                   f"saw {len(found)}.\n{self.summary()}")
-            await asyncio.sleep(0.01)
+        return await wait_for_calls(self.calls, matches, count, timeout, label, self.summary)
 
     def summary(self, last: int = 30) -> str:
         """What happened so far, for failure messages."""
