@@ -482,3 +482,18 @@ def test_webhook_mode_answers_updates_posted_to_it(tmp_path, street_index, stree
     assert accepted == 200
     assert webhook_url == "https://bot.example.org/telegram"
     assert COORDINATES.search(photo.params["caption"])
+
+
+def test_in_a_group_only_its_admins_may_forget(tmp_path, street_index):
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as tg:
+            tg.set_admins(TEAM, [ALICE])
+            tg.send_text(TEAM, BOB, "/forget")
+            await tg.wait_for(lambda c: "Only this group's admins" in c.params.get("text", ""))
+            tg.send_text(TEAM, ALICE, "/forget")
+            await tg.wait_for(lambda c: "Deleted this chat's history" in c.params.get("text", ""))
+            return [c.params["text"] for c in tg.calls_to("sendMessage")]
+
+    texts = _run(scenario)
+    assert texts == ["Only this group's admins can delete its history.",
+                     "Deleted this chat's history (0 requests and their votes)."]
