@@ -123,8 +123,8 @@ def search_radius_m(population: int) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class NearbyPlace:
-    """The populated place nearest a point, and how far it is."""
+class Place:
+    """A populated place from the gazetteer."""
 
     name: str
     country: str
@@ -133,30 +133,31 @@ class NearbyPlace:
     lat: float
     lon: float
     population: int
+
+    def label(self) -> str:
+        """'Paris, Texas, United States'."""
+        return ", ".join(p for p in (self.name, self.admin, self.country) if p)
+
+
+@dataclass(frozen=True, slots=True)
+class NearbyPlace(Place):
+    """The populated place nearest a point, and how far it is."""
+
     distance_m: float
 
     def describe(self) -> str:
         """'Lund, Sweden (1.2 km)'."""
-        where = ", ".join(p for p in (self.name, self.admin, self.country) if p)
-        return f"{where} ({_distance_words(self.distance_m)})"
+        return f"{self.label()} ({_distance_words(self.distance_m)})"
 
 
 @dataclass(frozen=True, slots=True)
-class ResolvedPlace:
+class ResolvedPlace(Place):
     """A place a user named, with a search radius that fits its size."""
 
-    name: str
-    country: str
-    country_code: str
-    admin: str | None
-    lat: float
-    lon: float
-    population: int
     search_radius_m: float
 
     def describe(self) -> str:
-        """'Paris, Texas, United States'."""
-        return ", ".join(p for p in (self.name, self.admin, self.country) if p)
+        return self.label()
 
 
 @dataclass(frozen=True, slots=True)
