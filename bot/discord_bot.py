@@ -24,7 +24,7 @@ from bot.format import AnswerSummary
 from bot.progress import EditPacer, progress_text
 from bot.service import Answer, BotService, Refusal, Requester
 from bot.store import Tally
-from engine import ConfigError, Progress
+from engine import Progress
 
 log = logging.getLogger(__name__)
 
@@ -357,8 +357,6 @@ class DiscordAdapter:
     """The Discord side's lifecycle: log in, connect, and a clean close."""
 
     def __init__(self, config: DiscordConfig, service: BotService) -> None:
-        if not config.token:
-            raise ConfigError("no Discord token: set GEOSLEUTH_DISCORD_TOKEN or discord.token")
         self._config = config
         self.client = GeoSleuthClient(config, service)
         self._task = None

@@ -35,6 +35,11 @@ async def run_bots(config: AppConfig, stop: asyncio.Event | None = None) -> None
     if not (config.telegram.enabled or config.discord.enabled):
         raise ConfigError("no chat bot is enabled: set telegram.enabled or discord.enabled"
                           " to true in the config")
+    # Tokens first: a missing one is a one-line error before anything is opened.
+    if config.telegram.enabled and not config.telegram.token:
+        raise ConfigError("no Telegram token: set GEOSLEUTH_TELEGRAM_TOKEN or telegram.token")
+    if config.discord.enabled and not config.discord.token:
+        raise ConfigError("no Discord token: set GEOSLEUTH_DISCORD_TOKEN or discord.token")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

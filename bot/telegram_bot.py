@@ -34,7 +34,7 @@ from bot.format import AnswerSummary
 from bot.progress import EditPacer, progress_text
 from bot.service import Answer, BotService, Refusal, Requester
 from bot.store import Tally
-from engine import ConfigError, Progress
+from engine import Progress
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,6 @@ UNSUPPORTED = {
 def build_application(
     config: TelegramConfig, service: BotService, bot: TelegramBot | None = None
 ) -> Application:
-    if not config.token:
-        raise ConfigError("no Telegram token: set GEOSLEUTH_TELEGRAM_TOKEN or telegram.token")
     app = (
         ApplicationBuilder()
         .token(config.token)

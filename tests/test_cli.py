@@ -137,3 +137,14 @@ def test_every_command_has_help():
                               text=True, timeout=60)
         assert done.returncode == 0, command
         assert "usage: geosleuth" in done.stdout
+
+
+def test_bot_without_a_token_says_so_and_opens_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("GEOSLEUTH_TELEGRAM_TOKEN", raising=False)
+    config = tmp_path / "geosleuth.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "bot.sqlite"}"\n[telegram]\nenabled = true\n')
+    code, _, err = _run(capsys, "--config", str(config), "bot")
+    assert code == 2
+    assert err == "geosleuth: error: no Telegram token: set GEOSLEUTH_TELEGRAM_TOKEN or" \
+                  " telegram.token\n"
+    assert not (tmp_path / "bot.sqlite").exists()
