@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import zipfile
 from pathlib import Path
 
@@ -17,6 +18,10 @@ import numpy as np
 from engine.verifiers.base import LocalFeatures, Verifier
 
 FEATURES_DIR = "features"
+# numpy parses .npy headers with ast.literal_eval, and CPython 3.11 before 3.11.8 can fail
+# ("AST constructor recursion depth mismatch") when two threads parse at once: the verify
+# pool loads features in parallel, so header parsing takes turns. Loading costs milliseconds.
+_PARSE_LOCK = threading.Lock()
 
 
 class FeatureStore:
@@ -39,7 +44,8 @@ class FeatureStore:
     def load(self, ref_id: int) -> LocalFeatures | None:
         """The stored features, or None when absent or unreadable (then extract instead)."""
         try:
-            with np.load(self._path(ref_id)) as arrays:
-                return self.verifier.unpack({k: arrays[k] for k in arrays.files})
+            with _PARSE_LOCK, np.load(self._path(ref_id)) as arrays:
+                loaded = {k: arrays[k] for k in arrays.files}
+            return self.verifier.unpack(loaded)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             return None
