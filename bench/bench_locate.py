@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.config import EngineConfig  # noqa: E402
 from engine.degrade import apply_degradations, parse_degradations  # noqa: E402
+from engine.evaluation import split_every  # noqa: E402
 from engine.geo import haversine_m  # noqa: E402
 from engine.index.builder import build_index  # noqa: E402
 from engine.index.manifest import Manifest  # noqa: E402
@@ -54,8 +55,7 @@ def main() -> int:
         return 2
 
     lund = scan_source(SHARED / "lund").records
-    lund_refs = tuple(r for i, r in enumerate(lund, 1) if i % 3)
-    lund_queries = [r for i, r in enumerate(lund, 1) if i % 3 == 0]
+    lund_refs, lund_queries = split_every(lund, 3)
     berlin = scan_source(SHARED / "berlin").records
     distractor_count = args.size - len(lund_refs) - len(berlin)
     streets = -(-distractor_count // (VIEWS_PER_STREET - 1))

@@ -6,7 +6,7 @@ import csv
 import io
 import shutil
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from PIL import Image
 from bot.config import AppConfig
 from bot.render import render_map
 from engine.errors import GeoSleuthError
+from engine.evaluation import split_every
 from engine.geo import haversine_m
 from engine.index.builder import build_index
 from engine.locator import Locator
@@ -32,8 +33,7 @@ def run_demo(
         raise GeoSleuthError(f"--views must be at least {2 * HOLD_OUT_EVERY}")
     print(f"Generating a street of {views} views (seed {seed})...")
     street = make_street(seed, n_views=views)
-    held_out = [v for i, v in enumerate(street, 1) if i % HOLD_OUT_EVERY == 0]
-    references = [v for i, v in enumerate(street, 1) if i % HOLD_OUT_EVERY != 0]
+    references, held_out = split_every(street, HOLD_OUT_EVERY)
 
     # Only the folders this command owns are replaced, so a rerun starts clean.
     for owned in ("references", "index", "maps"):
@@ -71,7 +71,7 @@ def run_demo(
     return 0
 
 
-def _write_references(views: list[SyntheticView], folder: Path) -> Path:
+def _write_references(views: Sequence[SyntheticView], folder: Path) -> Path:
     folder.mkdir(parents=True)
     manifest = folder / "references.csv"
     with manifest.open("w", newline="") as handle:

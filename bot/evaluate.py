@@ -10,11 +10,10 @@ from pathlib import Path
 from bot.config import AppConfig
 from engine.degrade import parse_degradations
 from engine.errors import GeoSleuthError
-from engine.evaluation import EvalQuery, EvalRow, run_queries, summarise
+from engine.evaluation import EvalQuery, EvalRow, run_queries, split_every, summarise
 from engine.geo import SearchArea
 from engine.index.builder import build_index
 from engine.locator import Locator
-from engine.results import ReferenceRecord
 from engine.sources import SourceScan, scan_source
 
 
@@ -36,7 +35,7 @@ def run_eval(
             raise GeoSleuthError("--holdout-every must be 2 or more")
         references, held_out = split_every(scan.records, args.holdout_every)
         index_dir = scratch / "index"
-        reference_scans = [SourceScan(tuple(references), 0, 0)]
+        reference_scans = [SourceScan(references)]
         reference_scans += [scan_source(p) for p in args.refs]
         build_index(index_dir, reference_scans, engine_config, progress=progress)
         engine_config = replace(engine_config, index_path=index_dir)
@@ -61,15 +60,6 @@ def run_eval(
     if not args.json:
         _print_summary(summary)
     return summary
-
-
-def split_every(
-    records: tuple[ReferenceRecord, ...], n: int
-) -> tuple[list[ReferenceRecord], list[ReferenceRecord]]:
-    """Every n-th photo (the n-th, 2n-th, ...) is held out as a query; the rest are references."""
-    held = [r for i, r in enumerate(records, 1) if i % n == 0]
-    kept = [r for i, r in enumerate(records, 1) if i % n != 0]
-    return kept, held
 
 
 def _print_row(row: EvalRow) -> None:

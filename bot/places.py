@@ -244,16 +244,7 @@ class Gazetteer:
         distance_m = haversine_m(lat, lon, self._lats[best], self._lons[best])
         if distance_m > NEARBY_LIMIT_M:
             return None
-        return NearbyPlace(
-            name=self._names[best],
-            country=self._country_name(best),
-            country_code=self._countries[best],
-            admin=self._admin_name(best),
-            lat=float(self._lats[best]),
-            lon=float(self._lons[best]),
-            population=int(self._populations[best]),
-            distance_m=distance_m,
-        )
+        return NearbyPlace(**self._place_fields(best), distance_m=distance_m)
 
     def resolve(self, text: str) -> ResolvedPlace | None:
         """The most populous place called `text` ('Lund', 'Paris, US', 'sao paulo'), or None.
@@ -278,17 +269,20 @@ class Gazetteer:
         if not candidates:
             return None
         best = max(candidates, key=lambda i: self._populations[i])
-        population = int(self._populations[best])
-        return ResolvedPlace(
-            name=self._names[best],
-            country=self._country_name(best),
-            country_code=self._countries[best],
-            admin=self._admin_name(best),
-            lat=float(self._lats[best]),
-            lon=float(self._lons[best]),
-            population=population,
-            search_radius_m=search_radius_m(population),
-        )
+        fields = self._place_fields(best)
+        return ResolvedPlace(**fields, search_radius_m=search_radius_m(fields["population"]))
+
+    def _place_fields(self, index: int) -> dict[str, Any]:
+        """The `Place` fields of gazetteer entry `index`."""
+        return {
+            "name": self._names[index],
+            "country": self._country_name(index),
+            "country_code": self._countries[index],
+            "admin": self._admin_name(index),
+            "lat": float(self._lats[index]),
+            "lon": float(self._lons[index]),
+            "population": int(self._populations[index]),
+        }
 
     def _qualifies(self, index: int, wanted: frozenset[tuple[str, str | None]]) -> bool:
         country = self._countries[index]

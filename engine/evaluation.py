@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -16,9 +17,18 @@ from engine.errors import GeoSleuthError
 from engine.geo import SearchArea, haversine_m
 from engine.results import LocateResult
 
+T = TypeVar("T")
+
 RECALL_RADII_M = (25.0, 100.0)
 CALIBRATION_RADIUS_M = 50.0
 CALIBRATION_BINS = 10
+
+
+def split_every(items: Sequence[T], n: int) -> tuple[tuple[T, ...], tuple[T, ...]]:
+    """(kept, held out): every n-th item (the n-th, 2n-th, ...) is held out as a query."""
+    kept = tuple(item for i, item in enumerate(items, 1) if i % n)
+    held = tuple(item for i, item in enumerate(items, 1) if i % n == 0)
+    return kept, held
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from engine.config import EngineConfig
+from engine.evaluation import split_every
 from engine.index.builder import build_index
 from engine.results import ReferenceRecord
 from engine.sources import SourceScan, scan_source
@@ -28,12 +29,6 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
-def split_every(records: tuple[ReferenceRecord, ...], n: int = HOLD_OUT_EVERY):
-    kept = tuple(r for i, r in enumerate(records, 1) if i % n)
-    held = tuple(r for i, r in enumerate(records, 1) if i % n == 0)
-    return kept, held
-
-
 def jpeg_bytes(rgb, quality: int = 92) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, "JPEG", quality=quality)
@@ -43,7 +38,7 @@ def jpeg_bytes(rgb, quality: int = 92) -> bytes:
 @pytest.fixture(scope="session")
 def lund_split() -> tuple[tuple[ReferenceRecord, ...], tuple[ReferenceRecord, ...]]:
     """(references, held-out queries): every third Lund frame is held out."""
-    return split_every(scan_source(shared_data("lund")).records)
+    return split_every(scan_source(shared_data("lund")).records, HOLD_OUT_EVERY)
 
 
 @pytest.fixture(scope="session")
@@ -68,15 +63,14 @@ def street_index(tmp_path_factory, street) -> EngineConfig:
     with (folder / "refs.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "lat", "lon", "source", "source_id"])
-        for i, view in enumerate(street, 1):
-            if i % HOLD_OUT_EVERY:
-                (folder / f"{view.name}.jpg").write_bytes(jpeg_bytes(view.rgb))
-                writer.writerow([f"{view.name}.jpg", view.lat, view.lon, "synthetic", view.name])
+        for view in split_every(street, HOLD_OUT_EVERY)[0]:
+            (folder / f"{view.name}.jpg").write_bytes(jpeg_bytes(view.rgb))
+            writer.writerow([f"{view.name}.jpg", view.lat, view.lon, "synthetic", view.name])
     directory = folder / "index"
     build_index(directory, [scan_source(folder / "refs.csv")], EngineConfig())
     return replace(EngineConfig(), index_path=directory)
 
 
 @pytest.fixture(scope="session")
-def street_queries(street) -> list[SyntheticView]:
-    return [v for i, v in enumerate(street, 1) if i % HOLD_OUT_EVERY == 0]
+def street_queries(street) -> tuple[SyntheticView, ...]:
+    return split_every(street, HOLD_OUT_EVERY)[1]

@@ -86,11 +86,6 @@ class Catalog:
         with self._lock:
             return [PendingRef(i, p) for i, p in self._db.execute(sql)]
 
-    def count_pending(self) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT COUNT(*) FROM refs WHERE status='pending'").fetchone()
-        return int(row[0])
-
     def mark_indexed(self, stored: Sequence[tuple[int, str]]) -> None:
         """Record (ref_id, store_path) pairs as searchable."""
         with self._lock, self._db:
