@@ -47,6 +47,56 @@ class SiftConfig:
 
 
 @dataclass(frozen=True)
+class NeuralConfig:
+    """Where the neural backends run and where their weight files live."""
+
+    device: str = "auto"  # auto (cuda, then mps, then cpu), or a name: cuda, cuda:1, mps, cpu
+    precision: str = "auto"  # auto (fp16 on CUDA, fp32 elsewhere), fp32, fp16, bf16
+    models_dir: Path = Path("models")
+
+
+@dataclass(frozen=True)
+class CosplaceConfig:
+    """CosPlace/EigenPlaces: a torchvision ResNet trunk, GeM, a linear layer to `dim`."""
+
+    backbone: str = "resnet50"
+    dim: int = 2048
+    weights: Path = Path("models/cosplace-resnet50-2048.pth")
+    # The shorter side after resizing (the aspect ratio is kept); images of one size share a batch.
+    short_side: int = 480
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class LightglueConfig:
+    """DISK or ALIKED keypoints matched by LightGlue, then the same RANSAC geometry as `sift`."""
+
+    features: str = "disk"  # disk or aliked (SuperPoint's weights are not licensed commercially)
+    extractor_weights: Path = Path("models/disk-depth.pth")
+    matcher_weights: Path = Path("models/lightglue-disk.pth")
+    max_keypoints: int = 2048
+    max_side: int = 1024
+    detection_threshold: float = 0.0
+    depth_confidence: float = 0.95  # adaptive depth (early stop); -1 turns it off
+    width_confidence: float = 0.99  # point pruning; -1 turns it off
+    filter_threshold: float = 0.1
+    ransac_px: float = 1.0
+    ransac_confidence: float = 0.999
+    ransac_max_iters: int = 10_000
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    """Query-side options; each is kept on only where `geosleuth eval` shows a gain."""
+
+    # Average the query's descriptor with that of its mirror image.
+    flip: bool = False
+    # Centre crops (fraction of width and height) searched beside the whole photo; hits merge by
+    # their best similarity. (1.0,) searches the photo alone.
+    crops: tuple[float, ...] = (1.0,)
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     top_n: int = 100
     top_k: int = 10
@@ -71,6 +121,9 @@ class EstimateConfig:
     located_confidence: float = 0.5
     max_alternatives: int = 4
     alternative_min_confidence: float = 0.05  # weaker places are noise, not alternatives or leads
+    # Re-rank places by spatial consensus: verified references of other places within
+    # `agreement_radius_m` add to a place's evidence, as its own agreeing members do.
+    spatial_consensus: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +144,10 @@ class EngineConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     vlad: VladConfig = field(default_factory=VladConfig)
     sift: SiftConfig = field(default_factory=SiftConfig)
+    neural: NeuralConfig = field(default_factory=NeuralConfig)
+    cosplace: CosplaceConfig = field(default_factory=CosplaceConfig)
+    lightglue: LightglueConfig = field(default_factory=LightglueConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
     limits: EngineLimits = field(default_factory=EngineLimits)

@@ -135,3 +135,77 @@ class Cancelled(GeoSleuthError):
 
     def __init__(self) -> None:
         super().__init__("The job was cancelled.")
+
+
+class ModelError(GeoSleuthError):
+    """A neural backend cannot run: PyTorch, a device or a weight file is missing or wrong."""
+
+
+class NeuralUnavailable(ModelError):
+    def __init__(self, backend: str, detail: str) -> None:
+        super().__init__(
+            f"The '{backend}' backend needs PyTorch, torchvision and kornia ({detail}). "
+            "Install them with: pip install 'geosleuth[neural]'"
+        )
+
+
+class DeviceUnavailable(ModelError):
+    def __init__(self, device: str, detail: str) -> None:
+        self.device = device
+        super().__init__(
+            f"The configured device '{device}' is not available here: {detail}. "
+            "Set [neural] device = \"auto\" or name one this machine has."
+        )
+
+
+class WeightsMissing(ModelError):
+    def __init__(self, path: str, model: str | None) -> None:
+        self.path = path
+        fetch = f"'geosleuth models fetch {model}'" if model else "the published weights"
+        super().__init__(f"No weight file at {path}. Download it with {fetch}, or fix the path.")
+
+
+class WeightsUnreadable(ModelError):
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        super().__init__(f"{path} is not a readable PyTorch state dict ({detail}).")
+
+
+class WeightsMismatch(ModelError):
+    """The state dict does not fit the architecture; the message lists which keys and shapes."""
+
+    def __init__(self, path: str, architecture: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        shown = "; ".join(problems[:6])
+        more = f"; and {len(problems) - 6} more" if len(problems) > 6 else ""
+        super().__init__(
+            f"The weights in {path} do not fit {architecture}: {shown}{more}. "
+            "Check the backbone and dimension settings, or fetch the matching file."
+        )
+
+
+class DownloadFailed(ModelError):
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(f"Downloading '{name}' failed: {detail}. Run the command again to resume.")
+
+
+class ChecksumMismatch(ModelError):
+    def __init__(self, name: str, expected: str, actual: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"'{name}' downloaded with SHA-256 {actual[:16]}…, but the published file has "
+            f"{expected[:16]}…. The file was discarded; run the command again."
+        )
+
+
+class IndexWeightsMismatch(ReferenceIndexError):
+    """The index was built with other weights than the configured ones: vectors would not match."""
+
+    def __init__(self, backend: str, built_with: str, configured: str, path: str) -> None:
+        super().__init__(
+            f"The index was built with {backend} weights of SHA-256 {built_with[:16]}…, but "
+            f"{path} has SHA-256 {configured[:16]}…. Configure the weights the index was built "
+            "with, or rebuild the index."
+        )

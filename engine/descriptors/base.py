@@ -18,12 +18,18 @@ class GlobalDescriptor(Protocol):
 
     name: ClassVar[str]
     dim: int
+    # Photos per `describe` call the backend wants: 1 for CPU backends, which the index builder
+    # runs per photo in parallel threads; more for a device that pays off only in batches.
+    batch_size: int
 
     @property
     def needs_fit(self) -> bool: ...
 
     def fit(self, images: Iterable[np.ndarray], image_count: int) -> None:
         """Learn from RGB uint8 reference photos (called once, before the first `describe`)."""
+
+    def warm_up(self) -> None:
+        """Run once at start-up so the first query does not pay for lazy initialisation."""
 
     def describe(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """RGB uint8 images (H, W, 3) -> (n, dim) float32, rows L2-normalised."""

@@ -39,6 +39,7 @@ class VladDescriptor:
     """
 
     name: ClassVar[str] = "vlad"
+    batch_size = 1
 
     def __init__(self, config: VladConfig) -> None:
         full_dim = config.clusters * DESCRIPTOR_SIZE
@@ -102,6 +103,9 @@ class VladDescriptor:
             self._matrix = _random_orthogonal(full_dim, self.dim, config.seed)
             self._projection = RANDOM_ORTHOGONAL
         self._vocabulary = vocabulary
+
+    def warm_up(self) -> None:
+        """Nothing is loaded lazily: the vocabulary is read with the index."""
 
     def describe(self, images: Sequence[np.ndarray]) -> np.ndarray:
         vocabulary = self._fitted_vocabulary()

@@ -45,6 +45,9 @@ class Verifier(Protocol):
     def unpack(self, arrays: dict[str, np.ndarray]) -> LocalFeatures:
         """The inverse of `pack`."""
 
+    def warm_up(self) -> None:
+        """Run once at start-up so the first query does not pay for lazy initialisation."""
+
     def extract(self, rgb: np.ndarray) -> LocalFeatures:
         """RGB uint8 (H, W, 3) -> local features."""
 

@@ -23,6 +23,9 @@ class SiftVerifier:
     def __init__(self, config: SiftConfig) -> None:
         self.config = config
 
+    def warm_up(self) -> None:
+        """OpenCV's SIFT has no lazy set-up worth paying for in advance."""
+
     def extract(self, rgb: np.ndarray) -> LocalFeatures:
         """Extract at `max_side` (the RANSAC threshold's pixel scale); keypoints in `rgb` pixels."""
         points, descriptors, scale = image_rootsift(
