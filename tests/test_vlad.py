@@ -141,9 +141,10 @@ def test_dimension_beyond_the_vlad_size_is_a_config_error():
 
 def test_descriptor_is_chosen_by_name_and_unknown_names_list_the_choices():
     assert isinstance(create_descriptor("vlad", EngineConfig()), VladDescriptor)
-    with pytest.raises(ConfigError, match="unknown descriptor 'netvlad'; choose one of: vlad"):
+    with pytest.raises(ConfigError,
+                       match="unknown descriptor 'netvlad'; choose one of: cosplace, vlad"):
         create_descriptor("netvlad", EngineConfig())
-    assert set(DESCRIPTORS) == {"vlad"}
+    assert set(DESCRIPTORS) == {"cosplace", "vlad"}
 
 
 @pytest.mark.real_data

@@ -8,9 +8,20 @@ from engine.config import EngineConfig
 from engine.descriptors.base import GlobalDescriptor
 from engine.descriptors.vlad import VladDescriptor
 from engine.errors import ConfigError
+from engine.neural.runtime import import_torch
+
+
+def _cosplace(config: EngineConfig) -> GlobalDescriptor:
+    """Imported on demand: the weight-free install has no PyTorch."""
+    import_torch("cosplace")
+    from engine.descriptors.cosplace import CosplaceDescriptor
+
+    return CosplaceDescriptor(config.cosplace, config.neural)
+
 
 DESCRIPTORS: dict[str, Callable[[EngineConfig], GlobalDescriptor]] = {
     VladDescriptor.name: lambda config: VladDescriptor(config.vlad),
+    "cosplace": _cosplace,
 }
 
 
