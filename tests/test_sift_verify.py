@@ -126,6 +126,6 @@ def test_point_pairs_from_one_camera_motion_are_inliers():
 
 def test_verifier_is_chosen_by_name_and_unknown_names_list_the_choices():
     assert isinstance(create_verifier("sift", EngineConfig()), SiftVerifier)
-    with pytest.raises(ConfigError, match="unknown verifier 'orb'; choose one of: sift"):
+    with pytest.raises(ConfigError, match="unknown verifier 'orb'; choose one of: lightglue, sift"):
         create_verifier("orb", EngineConfig())
-    assert set(VERIFIERS) == {"sift"}
+    assert set(VERIFIERS) == {"lightglue", "sift"}

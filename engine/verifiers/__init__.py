@@ -6,11 +6,22 @@ from collections.abc import Callable
 
 from engine.config import EngineConfig
 from engine.errors import ConfigError
+from engine.neural.runtime import import_torch
 from engine.verifiers.base import LocalFeatures, Verification, Verifier
 from engine.verifiers.sift import SiftVerifier
 
+
+def _lightglue(config: EngineConfig) -> Verifier:
+    """Imported on demand: the weight-free install has no PyTorch."""
+    import_torch("lightglue")
+    from engine.verifiers.lightglue import LightglueVerifier
+
+    return LightglueVerifier(config.lightglue, config.neural)
+
+
 VERIFIERS: dict[str, Callable[[EngineConfig], Verifier]] = {
     SiftVerifier.name: lambda config: SiftVerifier(config.sift),
+    "lightglue": lambda config: _lightglue(config),
 }
 
 
