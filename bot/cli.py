@@ -95,6 +95,20 @@ def _parser() -> argparse.ArgumentParser:
     bots = commands.add_parser("bot", help="run the chat bots the config enables")
     _add_index_option(bots, required=False)
     bots.set_defaults(handler=_run_bots)
+
+    models = commands.add_parser("models", help="download and check the neural weight files")
+    model_commands = models.add_subparsers(dest="models_command", required=True,
+                                           metavar="ACTION")
+    fetch = model_commands.add_parser("fetch", help="download published weights and verify them")
+    which = fetch.add_mutually_exclusive_group(required=True)
+    which.add_argument("names", nargs="*", default=[], metavar="NAME", help="published model")
+    which.add_argument("--all", action="store_true", help="every published model")
+    fetch.set_defaults(handler=_run_models_fetch)
+    listing = model_commands.add_parser("list", help="which weight files are present and verified")
+    listing.set_defaults(handler=_run_models_list)
+    for sub in (fetch, listing):
+        sub.add_argument("--dir", type=Path, metavar="DIR",
+                         help="models directory (default: [neural] models_dir from config)")
     return parser
 
 
@@ -267,6 +281,33 @@ def _run_bots(args: argparse.Namespace, config: AppConfig) -> int:
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines carry the token
     asyncio.run(run_bots(_with_index(config, args)))
+    return 0
+
+
+def _run_models_fetch(args: argparse.Namespace, config: AppConfig) -> int:
+    from engine.neural.fetch import fetch_model, resolve_models
+    from engine.neural.published import PUBLISHED
+
+    directory = args.dir or config.engine.neural.models_dir
+    for model in resolve_models(PUBLISHED if args.all else args.names):
+        path = fetch_model(model, directory)
+        print(f"{model.name}: {path} (SHA-256 {model.sha256[:16]}… verified)")
+    return 0
+
+
+def _run_models_list(args: argparse.Namespace, config: AppConfig) -> int:
+    from engine.neural.fetch import model_statuses
+
+    directory = args.dir or config.engine.neural.models_dir
+    statuses = model_statuses(directory)
+    print(f"Models in {directory}:")
+    print(f"  {'NAME':<24} {'KIND':<10} {'STATE':<30} SIZE")
+    for status in statuses:
+        size = f"{status.size / 1e6:.1f} MB" if status.size is not None else "-"
+        print(f"  {status.name:<24} {status.kind or '-':<10} {status.state:<30} {size}")
+    wanting = [s.name for s in statuses if s.published and not s.verified]
+    if wanting:
+        print(f"Fetch them with: geosleuth models fetch {' '.join(wanting)} --dir {directory}")
     return 0
 
 
