@@ -101,7 +101,8 @@ def estimate(verified: Sequence[Verified], config: EstimateConfig) -> Estimate:
     """The answer from verified candidates.
 
     Each place (cluster) gets a probability of showing the query's scene from its strongest
-    inlier count, plus a quarter of its other members' counts (independent agreeing views).
+    inlier count, plus a quarter of its other members' counts (independent agreeing views);
+    with `spatial_consensus`, verified references of neighbouring places count as members.
     Places compete: a place's posterior is its odds over one plus everyone's odds (at most one
     place is right, and "none of them" is the prior alternative). Places closer together than
     `agreement_radius_m` are one answer, not rivals: the confidence that the answer is right
@@ -113,7 +114,10 @@ def estimate(verified: Sequence[Verified], config: EstimateConfig) -> Estimate:
     for cluster in sorted({v.candidate.cluster for v in verified}):
         members = tuple(v for v in verified if v.candidate.cluster == cluster)
         counts = sorted((v.inliers for v in members), reverse=True)
-        agreeing = sum(c for c in counts[1:] if c >= config.min_inliers)
+        support = counts[1:]
+        if config.spatial_consensus:
+            support += _neighbours_inliers(verified, members, config.agreement_radius_m)
+        agreeing = sum(c for c in support if c >= config.min_inliers)
         places.append(_Place(members, _probability_same_place(counts[0] + agreeing / 4, config)))
     odds = [min(p.probability, 1 - 1e-6) / max(1 - p.probability, 1e-6) for p in places]
     total = 1.0 + sum(odds)
@@ -136,6 +140,20 @@ def estimate(verified: Sequence[Verified], config: EstimateConfig) -> Estimate:
     answer = places[0]
     return Estimate(Status.LOCATED, answer.lat, answer.lon, confidence, answer.radius_m,
                     tuple(places[1: 1 + config.max_alternatives]), best)
+
+
+def _neighbours_inliers(
+    verified: Sequence[Verified], members: tuple[Verified, ...], radius_m: float
+) -> list[int]:
+    """Inlier counts of other places' references near this place's best one."""
+    anchor = max(members, key=lambda v: v.inliers).candidate.entry
+    cluster = members[0].candidate.cluster
+    return [
+        v.inliers for v in verified
+        if v.candidate.cluster != cluster
+        and haversine_m(anchor.lat, anchor.lon, v.candidate.entry.lat, v.candidate.entry.lon)
+        <= radius_m
+    ]
 
 
 def _merge_agreeing(

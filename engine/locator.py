@@ -27,6 +27,7 @@ from engine.geo import SearchArea
 from engine.index.feature_store import FeatureStore
 from engine.index.reference_index import ReferenceIndex
 from engine.index.store import ReferenceStore
+from engine.query_views import check_query_config, combine_views, merge_hits, query_views
 from engine.results import LocateResult, Match, Progress, Stage
 from engine.verifiers import create_verifier
 from engine.verifiers.base import LocalFeatures, Verification
@@ -86,10 +87,13 @@ class Locator:
         if (manifest.features_verifier == self.verifier.name
                 and manifest.features_fingerprint == self.verifier.fingerprint()):
             self._features = FeatureStore(index.directory, self.verifier)
+        check_query_config(config.query)
         self._store = ReferenceStore(index.directory)
         self._cache = _FeatureCache(config.sift.cache_size)
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
                                         thread_name_prefix="verify")
+        self.descriptor.warm_up()
+        self.verifier.warm_up()
 
     @classmethod
     def open(cls, config: EngineConfig) -> Locator:
@@ -124,9 +128,11 @@ class Locator:
         return query
 
     def describe(self, queries: Sequence[Query]) -> np.ndarray:
-        """One batch: concurrent jobs share a descriptor call (what a GPU backend needs)."""
+        """(queries, crops, dim): concurrent jobs share one descriptor call (as a GPU needs)."""
         started = time.perf_counter()
-        vectors = self.descriptor.describe([q.picture for q in queries])
+        views = [view for q in queries for view in query_views(q.picture, self.config.query)]
+        rows = self.descriptor.describe(views)
+        vectors = combine_views(rows, len(queries), self.config.query)
         elapsed = _ms_since(started) / max(1, len(queries))
         for query in queries:
             query.timings_ms["describe"] = elapsed
@@ -142,14 +148,16 @@ class Locator:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> LocateResult:
-        """Search, verify and estimate for a described query."""
+        """Search (each crop's row of `vector`), verify and estimate for a described query."""
         notify = progress or _ignore
         timings = query.timings_ms
         search = self.config.search
         _check(cancel)
         notify(Progress(Stage.SEARCHING))
         started = time.perf_counter()
-        hits = [(i, s) for i, s in self.index.search(vector, search.top_n, ef=search.ef, area=area)
+        searches = [self.index.search(row, search.top_n, ef=search.ef, area=area)
+                    for row in np.atleast_2d(vector)]
+        hits = [(i, s) for i, s in merge_hits(searches, search.top_n)
                 if s >= search.similarity_floor]
         entries = self.index.entries([i for i, _ in hits])
         ranked = [(entries[i], s) for i, s in hits if i in entries]

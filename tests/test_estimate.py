@@ -81,3 +81,16 @@ def test_a_weak_but_real_match_is_a_lead_not_an_answer():
     answer = estimate(_verified([(_entry(1, 0), 21), (_entry(2, 900), 4)]), EstimateConfig())
     assert answer.status is Status.NO_MATCH
     assert answer.alternatives and answer.alternatives[0].best_inliers == 21
+
+
+def test_spatial_consensus_lets_neighbouring_places_support_each_other():
+    # Two places 45 m apart (two clusters) each see the scene weakly; a rival far away has one
+    # stronger reference. Merged after the competition, the neighbours' posteriors only just
+    # beat the rival's; counted as each other's evidence before it, they clearly do.
+    verified = _verified([(_entry(1, 0), 22), (_entry(2, 45), 22), (_entry(3, 2000), 24)])
+    assert len({v.candidate.cluster for v in verified}) == 3
+    plain = estimate(verified, EstimateConfig())
+    consensus = estimate(verified, EstimateConfig(spatial_consensus=True))
+    assert plain.status is Status.NO_MATCH and plain.confidence < 0.5
+    assert consensus.status is Status.LOCATED and consensus.confidence > 0.75
+    assert haversine_m(consensus.lat, consensus.lon, *ORIGIN) < 45

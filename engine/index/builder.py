@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ BuildProgress = Callable[[str, int, int], None]
 
 CHECKPOINT_EVERY_S = 30.0
 CHUNK = 64
+PREFETCH_CHUNKS = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,12 +184,31 @@ def _open_vectors(directory: Path, manifest: Manifest) -> VectorIndex:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Prepared:
     ref_id: int
-    store_path: str | None
-    vector: np.ndarray | None
-    error: str | None
+    picture: np.ndarray | None = None
+    store_path: str | None = None
+    vector: np.ndarray | None = None
+    error: str | None = None
+
+
+def _prefetched(
+    pool: ThreadPoolExecutor, work: Callable[[PendingRef], _Prepared], pending: list[PendingRef]
+) -> Iterator[list[_Prepared]]:
+    """Chunks of prepared photos, with the next ones already being prepared in the pool.
+
+    Like a DataLoader with prefetching: while the caller describes one chunk (on a GPU, say),
+    the pool decodes the next `PREFETCH_CHUNKS`, so the device does not wait for JPEG decoding.
+    """
+    chunks = [pending[start:start + CHUNK] for start in range(0, len(pending), CHUNK)]
+    in_flight: deque[list[Future[_Prepared]]] = deque()
+    for chunk in chunks:
+        in_flight.append([pool.submit(work, ref) for ref in chunk])
+        if len(in_flight) > PREFETCH_CHUNKS:
+            yield [future.result() for future in in_flight.popleft()]
+    while in_flight:
+        yield [future.result() for future in in_flight.popleft()]
 
 
 def _describe_pending(
@@ -207,19 +228,33 @@ def _describe_pending(
     done_rows: list[tuple[int, str]] = []
     failed_rows: list[tuple[int, str]] = []
     last_checkpoint = time.monotonic()
+    # CPU descriptors describe in the worker threads, photo by photo (and `vlad` shares its SIFT
+    # run with the `sift` verifier there); device descriptors get whole batches on this thread.
+    per_photo = descriptor.batch_size == 1
 
     def prepare(ref: PendingRef) -> _Prepared:
+        prepared = _Prepared(ref.ref_id)
         try:
             picture = store.downscale(decode_file(Path(ref.original_path), config.decode).rgb)
-            store_path = store.save(ref.ref_id, picture)
-            vector = descriptor.describe([picture])[0]
+            prepared.store_path = store.save(ref.ref_id, picture)
+            if per_photo:
+                prepared.vector = descriptor.describe([picture])[0]
+            else:
+                prepared.picture = picture
             if features is not None:
                 features.save(ref.ref_id, features.verifier.extract(picture))
         except GeoSleuthError as exc:
-            return _Prepared(ref.ref_id, None, None, str(exc))
+            prepared.error = str(exc)
         except OSError as exc:
-            return _Prepared(ref.ref_id, None, None, f"unreadable: {exc}")
-        return _Prepared(ref.ref_id, store_path, vector, None)
+            prepared.error = f"unreadable: {exc}"
+        return prepared
+
+    def describe_batch(chunk: list[_Prepared]) -> None:
+        waiting = [p for p in chunk if p.error is None and p.vector is None]
+        if waiting:
+            rows = descriptor.describe([p.picture for p in waiting])
+            for prepared, row in zip(waiting, rows, strict=True):
+                prepared.vector, prepared.picture = row, None
 
     def checkpoint() -> None:
         nonlocal manifest, done_rows, failed_rows
@@ -233,9 +268,10 @@ def _describe_pending(
         done_rows, failed_rows = [], []
 
     report("indexing", 0, total)
+    done = 0
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for start in range(0, total, CHUNK):
-            chunk = list(pool.map(prepare, pending[start:start + CHUNK]))
+        for chunk in _prefetched(pool, prepare, pending):
+            describe_batch(chunk)
             good = [p for p in chunk if p.vector is not None]
             if good:
                 vectors.add(np.stack([p.vector for p in good]),
@@ -244,7 +280,8 @@ def _describe_pending(
             failed_rows += [(p.ref_id, p.error or "unknown") for p in chunk if p.vector is None]
             indexed += len(good)
             failed += len(chunk) - len(good)
-            report("indexing", start + len(chunk), total)
+            done += len(chunk)
+            report("indexing", done, total)
             if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S:
                 checkpoint()
                 last_checkpoint = time.monotonic()
