@@ -1,0 +1,160 @@
+"""The whole funnel with `cosplace` + `lightglue` (random weights in the published layouts).
+
+Random weights place nothing; these tests check that every stage runs on the real code path
+(index build with stored LightGlue features, resume, search, verification, estimate, CLI) and
+that an index refuses weights other than those it was built with.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("kornia", reason="the neural backends need the 'neural' extra (PyTorch)")
+
+from bot.cli import main
+from engine.config import CosplaceConfig, EngineConfig, LightglueConfig, NeuralConfig
+from engine.errors import IndexWeightsMismatch
+from engine.evaluation import split_every
+from engine.index.builder import build_index
+from engine.index.catalog import CATALOG_NAME
+from engine.index.manifest import Manifest
+from engine.index.reference_index import ReferenceIndex
+from engine.locator import Locator
+from engine.neural.weights import file_sha256
+from engine.results import Status, result_from_json
+from engine.sources import scan_source
+from tests.conftest import HOLD_OUT_EVERY, jpeg_bytes
+from tests.fakes.cosplace_weights import write_cosplace_weights
+from tests.fakes.lightglue_weights import write_disk_weights, write_lightglue_weights
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    write_cosplace_weights(folder / "cosplace-r18-64.pth", "resnet18", 64)
+    write_disk_weights(folder / "disk-depth.pth")
+    write_lightglue_weights(folder / "lightglue-disk.pth")
+    return folder
+
+
+def _config(models: Path, index: Path) -> EngineConfig:
+    return replace(
+        EngineConfig(),
+        index_path=index,
+        descriptor="cosplace",
+        verifier="lightglue",
+        neural=NeuralConfig(device="cpu", models_dir=models),
+        cosplace=CosplaceConfig(backbone="resnet18", dim=64, weights=models / "cosplace-r18-64.pth",
+                                short_side=96, batch_size=4),
+        lightglue=LightglueConfig(extractor_weights=models / "disk-depth.pth",
+                                  matcher_weights=models / "lightglue-disk.pth",
+                                  max_keypoints=256, max_side=256),
+    )
+
+
+@pytest.fixture(scope="module")
+def street_folder(tmp_path_factory, street) -> Path:
+    """The generated street's reference views as files, with a CSV manifest."""
+    folder = tmp_path_factory.mktemp("neural-street")
+    with (folder / "refs.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "lat", "lon", "source", "source_id"])
+        for view in split_every(street, HOLD_OUT_EVERY)[0]:
+            (folder / f"{view.name}.jpg").write_bytes(jpeg_bytes(view.rgb))
+            writer.writerow([f"{view.name}.jpg", view.lat, view.lon, "synthetic", view.name])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def neural_index(tmp_path_factory, models, street_folder) -> EngineConfig:
+    config = _config(models, tmp_path_factory.mktemp("neural-index"))
+    report = build_index(config.index_path, [scan_source(street_folder / "refs.csv")], config)
+    assert report.indexed_now == 10 and report.failed_now == 0
+    return config
+
+
+def test_the_index_records_descriptor_weights_and_feature_backend(neural_index, models):
+    manifest = Manifest.load(neural_index.index_path)
+    assert manifest.descriptor == "cosplace" and manifest.dim == 64 and manifest.count == 10
+    assert manifest.descriptor_state["weights_sha256"] == file_sha256(
+        models / "cosplace-r18-64.pth")
+    assert manifest.features_verifier == "lightglue"
+    assert len(list((neural_index.index_path / "features").rglob("*.npz"))) == 10
+
+
+def test_a_held_out_view_runs_through_every_stage(neural_index, street_queries):
+    locator = Locator.open(replace(neural_index, search=replace(neural_index.search, top_k=5)))
+    try:
+        result = locator.locate(jpeg_bytes(street_queries[0].rgb))
+    finally:
+        locator.close()
+    assert result.descriptor == "cosplace" and result.verifier == "lightglue"
+    assert result.status in (Status.LOCATED, Status.NO_MATCH)
+    assert len(result.matches) == 5
+    assert all(m.inliers >= 0 and 0.0 <= m.inlier_ratio <= 1.0 for m in result.matches)
+    assert {"decode", "describe", "search", "verify", "estimate", "total"} <= set(
+        result.timings_ms)
+    assert result_from_json(json.loads(json.dumps(result.to_json()))).status is result.status
+
+
+def test_an_interrupted_build_resumes_without_duplicates(tmp_path, models, street_folder):
+    config = _config(models, tmp_path / "index")
+    scans = [scan_source(street_folder / "refs.csv")]
+    build_index(config.index_path, scans, config)
+    with sqlite3.connect(config.index_path / CATALOG_NAME) as db:
+        db.execute("UPDATE refs SET status='pending', store_path=NULL WHERE id > 6")
+    report = build_index(config.index_path, scans, config)
+    assert report.indexed_now == 4
+    index = ReferenceIndex.open(config.index_path)
+    try:
+        assert len(index.vectors) == 10 and len(index) == 10
+    finally:
+        index.close()
+
+
+def test_querying_with_other_cosplace_weights_is_refused(neural_index, models, tmp_path):
+    other = write_cosplace_weights(tmp_path / "other.pth", "resnet18", 64, seed=9)
+    config = replace(neural_index, cosplace=replace(neural_index.cosplace, weights=other))
+    with pytest.raises(IndexWeightsMismatch, match="rebuild the index"):
+        Locator.open(config)
+
+
+def test_cli_builds_a_cosplace_index_and_locates(tmp_path, models, street_folder, street_queries,
+                                                 capsys):
+    config = _config(models, tmp_path / "idx")
+    toml = tmp_path / "geosleuth.toml"
+    toml.write_text(f"""
+[engine]
+verifier = "lightglue"
+[engine.neural]
+device = "cpu"
+[engine.cosplace]
+backbone = "resnet18"
+dim = 64
+weights = "{config.cosplace.weights}"
+short_side = 96
+[engine.lightglue]
+extractor_weights = "{config.lightglue.extractor_weights}"
+matcher_weights = "{config.lightglue.matcher_weights}"
+max_keypoints = 256
+max_side = 256
+""")
+    index = str(config.index_path)
+    assert main(["--config", str(toml), "index", "build", "--index", index,
+                 "--descriptor", "cosplace", str(street_folder / "refs.csv")]) == 0
+    assert "Indexed 10 new photos" in capsys.readouterr().out
+    photo = tmp_path / "query.jpg"
+    photo.write_bytes(jpeg_bytes(street_queries[1].rgb))
+    # The engine's descriptor comes from the config; the index was built with another.
+    assert main(["--config", str(toml), "locate", str(photo), "--index", index, "--json"]) == 2
+    assert "built with descriptor 'cosplace'" in capsys.readouterr().err
+    toml.write_text(toml.read_text().replace('[engine]\n', '[engine]\ndescriptor = "cosplace"\n'))
+    assert main(["--config", str(toml), "locate", str(photo), "--index", index, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["descriptor"] == "cosplace" and data["verifier"] == "lightglue"
