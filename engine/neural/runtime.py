@@ -86,6 +86,10 @@ def create_runtime(config: NeuralConfig, backend: str) -> Runtime:
         )
     torch = import_torch(backend)
     device = select_device(config.device, backend)
+    if device.type == "cpu":
+        # Denormal floats make x86 arithmetic many times slower and change no answer here:
+        # flushing them to zero halved DISK's time on the CPU. (A process-wide setting.)
+        torch.set_flush_denormal(True)
     precision = config.precision
     if precision == "auto":
         precision = "fp16" if device.type == "cuda" else "fp32"
