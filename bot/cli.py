@@ -205,7 +205,9 @@ def _run_index_stats(args: argparse.Namespace, config: AppConfig) -> int:
         "descriptor": manifest.descriptor,
         "dim": manifest.dim,
         "descriptor_fingerprint": manifest.descriptor_fingerprint,
-        "projection": manifest.descriptor_state.get("projection"),
+        # What the vectors depend on: vlad's projection, cosplace's backbone and weights' hash.
+        "descriptor_state": {k: v for k, v in manifest.descriptor_state.items() if k != "files"},
+        "features": manifest.features_verifier,
         "indexed": stats.indexed,
         "pending": stats.pending,
         "failed": stats.failed,
@@ -221,7 +223,7 @@ def _run_index_stats(args: argparse.Namespace, config: AppConfig) -> int:
     for key, value in data.items():
         if key == "bbox" and value is not None:
             value = "W {:.5f}, S {:.5f}, E {:.5f}, N {:.5f}".format(*value)
-        elif key == "sources":
+        elif key in ("sources", "descriptor_state"):
             value = ", ".join(f"{s}: {n}" for s, n in value.items()) or "none"
         print(f"{key:>24}: {value}")
     return 0

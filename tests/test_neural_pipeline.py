@@ -149,6 +149,10 @@ max_side = 256
     assert main(["--config", str(toml), "index", "build", "--index", index,
                  "--descriptor", "cosplace", str(street_folder / "refs.csv")]) == 0
     assert "Indexed 10 new photos" in capsys.readouterr().out
+    assert main(["--config", str(toml), "index", "stats", "--index", index, "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["descriptor"] == "cosplace" and stats["features"] == "lightglue"
+    assert stats["descriptor_state"]["weights_sha256"] == file_sha256(config.cosplace.weights)
     photo = tmp_path / "query.jpg"
     photo.write_bytes(jpeg_bytes(street_queries[1].rgb))
     # The engine's descriptor comes from the config; the index was built with another.
