@@ -57,8 +57,8 @@ def street() -> list[SyntheticView]:
 
 
 @pytest.fixture(scope="session")
-def street_index(tmp_path_factory, street) -> EngineConfig:
-    """An index of the generated street minus every third view (no shared data needed)."""
+def street_references(tmp_path_factory, street) -> Path:
+    """The generated street minus every third view, as JPEG files listed in a CSV manifest."""
     folder = tmp_path_factory.mktemp("street")
     with (folder / "refs.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -66,8 +66,14 @@ def street_index(tmp_path_factory, street) -> EngineConfig:
         for view in split_every(street, HOLD_OUT_EVERY)[0]:
             (folder / f"{view.name}.jpg").write_bytes(jpeg_bytes(view.rgb))
             writer.writerow([f"{view.name}.jpg", view.lat, view.lon, "synthetic", view.name])
-    directory = folder / "index"
-    build_index(directory, [scan_source(folder / "refs.csv")], EngineConfig())
+    return folder / "refs.csv"
+
+
+@pytest.fixture(scope="session")
+def street_index(street_references) -> EngineConfig:
+    """An index of the generated street's references (no shared data needed)."""
+    directory = street_references.parent / "index"
+    build_index(directory, [scan_source(street_references)], EngineConfig())
     return replace(EngineConfig(), index_path=directory)
 
 

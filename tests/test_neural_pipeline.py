@@ -7,7 +7,6 @@ that an index refuses weights other than those it was built with.
 
 from __future__ import annotations
 
-import csv
 import json
 import sqlite3
 from dataclasses import replace
@@ -20,7 +19,6 @@ pytest.importorskip("kornia", reason="the neural backends need the 'neural' extr
 from bot.cli import main
 from engine.config import CosplaceConfig, EngineConfig, LightglueConfig, NeuralConfig
 from engine.errors import IndexWeightsMismatch
-from engine.evaluation import split_every
 from engine.index.builder import build_index
 from engine.index.catalog import CATALOG_NAME
 from engine.index.manifest import Manifest
@@ -29,7 +27,7 @@ from engine.locator import Locator
 from engine.neural.weights import file_sha256
 from engine.results import Status, result_from_json
 from engine.sources import scan_source
-from tests.conftest import HOLD_OUT_EVERY, jpeg_bytes
+from tests.conftest import jpeg_bytes
 from tests.fakes.cosplace_weights import write_cosplace_weights
 from tests.fakes.lightglue_weights import write_disk_weights, write_lightglue_weights
 
@@ -59,22 +57,9 @@ def _config(models: Path, index: Path) -> EngineConfig:
 
 
 @pytest.fixture(scope="module")
-def street_folder(tmp_path_factory, street) -> Path:
-    """The generated street's reference views as files, with a CSV manifest."""
-    folder = tmp_path_factory.mktemp("neural-street")
-    with (folder / "refs.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "lat", "lon", "source", "source_id"])
-        for view in split_every(street, HOLD_OUT_EVERY)[0]:
-            (folder / f"{view.name}.jpg").write_bytes(jpeg_bytes(view.rgb))
-            writer.writerow([f"{view.name}.jpg", view.lat, view.lon, "synthetic", view.name])
-    return folder
-
-
-@pytest.fixture(scope="module")
-def neural_index(tmp_path_factory, models, street_folder) -> EngineConfig:
+def neural_index(tmp_path_factory, models, street_references) -> EngineConfig:
     config = _config(models, tmp_path_factory.mktemp("neural-index"))
-    report = build_index(config.index_path, [scan_source(street_folder / "refs.csv")], config)
+    report = build_index(config.index_path, [scan_source(street_references)], config)
     assert report.indexed_now == 10 and report.failed_now == 0
     return config
 
@@ -103,9 +88,9 @@ def test_a_held_out_view_runs_through_every_stage(neural_index, street_queries):
     assert result_from_json(json.loads(json.dumps(result.to_json()))).status is result.status
 
 
-def test_an_interrupted_build_resumes_without_duplicates(tmp_path, models, street_folder):
+def test_an_interrupted_build_resumes_without_duplicates(tmp_path, models, street_references):
     config = _config(models, tmp_path / "index")
-    scans = [scan_source(street_folder / "refs.csv")]
+    scans = [scan_source(street_references)]
     build_index(config.index_path, scans, config)
     with sqlite3.connect(config.index_path / CATALOG_NAME) as db:
         db.execute("UPDATE refs SET status='pending', store_path=NULL WHERE id > 6")
@@ -125,8 +110,8 @@ def test_querying_with_other_cosplace_weights_is_refused(neural_index, models, t
         Locator.open(config)
 
 
-def test_cli_builds_a_cosplace_index_and_locates(tmp_path, models, street_folder, street_queries,
-                                                 capsys):
+def test_cli_builds_a_cosplace_index_and_locates(tmp_path, models, street_references,
+                                                 street_queries, capsys):
     config = _config(models, tmp_path / "idx")
     toml = tmp_path / "geosleuth.toml"
     toml.write_text(f"""
@@ -147,7 +132,7 @@ max_side = 256
 """)
     index = str(config.index_path)
     assert main(["--config", str(toml), "index", "build", "--index", index,
-                 "--descriptor", "cosplace", str(street_folder / "refs.csv")]) == 0
+                 "--descriptor", "cosplace", str(street_references)]) == 0
     assert "Indexed 10 new photos" in capsys.readouterr().out
     assert main(["--config", str(toml), "index", "stats", "--index", index, "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)

@@ -25,7 +25,7 @@ from engine.features import resize_max_side
 from engine.neural.runtime import Runtime, create_runtime
 from engine.neural.weights import file_sha256, fit_state_dict, read_state_dict
 from engine.verifiers.base import LocalFeatures, Verification
-from engine.verifiers.geometry import fundamental_inliers
+from engine.verifiers.geometry import verify_pairs
 
 FEATURES = ("disk", "aliked")
 DESCRIPTOR_DIM = 128  # DISK and ALIKED-N16 both describe with 128 dimensions
@@ -143,24 +143,9 @@ class LightglueVerifier:
     def verify(self, query: LocalFeatures, reference: LocalFeatures) -> Verification:
         """LightGlue's matches, then the inliers of a fundamental matrix."""
         pairs = self._match(query, reference)
-        tentative = len(pairs)
-        query_points = query.keypoints[pairs[:, 0]]
-        reference_points = reference.keypoints[pairs[:, 1]]
-        mask = fundamental_inliers(
-            query_points * np.float32(query.scale),
-            reference_points * np.float32(reference.scale),
-            self.config.ransac_px,
-            self.config.ransac_confidence,
-            self.config.ransac_max_iters,
-        )
-        inliers = int(mask.sum())
-        return Verification(
-            inliers=inliers,
-            inlier_ratio=inliers / tentative if tentative else 0.0,
-            tentative_matches=tentative,
-            query_points=query_points[mask],
-            reference_points=reference_points[mask],
-        )
+        c = self.config
+        return verify_pairs(query, reference, pairs, c.ransac_px, c.ransac_confidence,
+                            c.ransac_max_iters)
 
     def _match(self, query: LocalFeatures, reference: LocalFeatures) -> np.ndarray:
         """(m, 2) index pairs into the two keypoint arrays."""

@@ -10,7 +10,7 @@ import numpy as np
 from engine.config import SiftConfig
 from engine.features import image_rootsift
 from engine.verifiers.base import LocalFeatures, Verification
-from engine.verifiers.geometry import fundamental_inliers
+from engine.verifiers.geometry import verify_pairs
 
 QUANT_STEPS = 255.0
 
@@ -67,24 +67,9 @@ class SiftVerifier:
     def verify(self, query: LocalFeatures, reference: LocalFeatures) -> Verification:
         """Tentative matches by mutual ratio test, then the inliers of a fundamental matrix."""
         pairs = mutual_ratio_matches(query.descriptors, reference.descriptors, self.config.ratio)
-        tentative = len(pairs)
-        query_points = query.keypoints[pairs[:, 0]]
-        reference_points = reference.keypoints[pairs[:, 1]]
-        mask = fundamental_inliers(
-            query_points * np.float32(query.scale),
-            reference_points * np.float32(reference.scale),
-            self.config.ransac_px,
-            self.config.ransac_confidence,
-            self.config.ransac_max_iters,
-        )
-        inliers = int(mask.sum())
-        return Verification(
-            inliers=inliers,
-            inlier_ratio=inliers / tentative if tentative else 0.0,
-            tentative_matches=tentative,
-            query_points=query_points[mask],
-            reference_points=reference_points[mask],
-        )
+        c = self.config
+        return verify_pairs(query, reference, pairs, c.ransac_px, c.ransac_confidence,
+                            c.ransac_max_iters)
 
 
 def mutual_ratio_matches(query: np.ndarray, reference: np.ndarray, ratio: float) -> np.ndarray:
