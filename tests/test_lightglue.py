@@ -86,7 +86,7 @@ def texture(width: int, height: int, seed: int = 0) -> np.ndarray:
 
 
 def test_published_layouts_load_and_the_matcher_gets_the_saved_tensors(verifier, weights):
-    assert verifier.runtime_label == "cpu/fp32"
+    assert verifier.runtime.label == "cpu/fp32"
     saved = kornia_layer_names(torch.load(weights / "lightglue-disk.pth", weights_only=True))
     loaded = verifier._matcher.state_dict()
     assert any(key.startswith("transformers.8.cross_attn.") for key in saved)

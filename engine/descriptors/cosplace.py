@@ -88,11 +88,11 @@ class CosplaceDescriptor:
         self.dim = config.dim
         self.batch_size = config.batch_size
         self.runtime: Runtime = create_runtime(neural, self.name)
-        self.weights_sha256 = file_sha256(config.weights) if config.weights.is_file() else ""
         network = CosPlaceNetwork(config.backbone, config.dim)
         counters = frozenset(k for k in network.state_dict() if k.endswith("num_batches_tracked"))
         fit_state_dict(network, read_state_dict(config.weights), config.weights,
                        f"CosPlace {config.backbone} to {config.dim}", optional=counters)
+        self.weights_sha256 = file_sha256(config.weights)  # the file exists: it loaded
         self._network = self._place(network)
         self._lock = threading.Lock()
         device = self.runtime.device

@@ -46,7 +46,6 @@ class LightglueVerifier:
         _check_config(config)
         self.config = config
         self.runtime: Runtime = create_runtime(neural, self.name)
-        self.runtime_label = self.runtime.label
         self._extractor = self._place(load_extractor(config))
         self._extractor_sha256 = file_sha256(config.extractor_weights)
         self._matcher = self._place(load_matcher(config, self.runtime))
