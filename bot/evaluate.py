@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from bot.config import AppConfig
+from engine.calibration import (
+    LabelledAnswer,
+    fit_curve,
+    reestimate,
+    save_fitted,
+    verified_from_matches,
+)
+from engine.config import EngineConfig
 from engine.degrade import parse_degradations
 from engine.errors import GeoSleuthError
 from engine.evaluation import EvalQuery, EvalRow, run_queries, split_every, summarise
@@ -30,6 +38,9 @@ def run_eval(
         raise GeoSleuthError(f"--degrade: {exc}") from None
     scan = scan_source(args.queries)
     engine_config = config.engine
+    if args.fit_calibration and args.holdout_every:
+        raise GeoSleuthError("--fit-calibration writes into the index it measured: give --index"
+                             " DIR, not --holdout-every (whose index is temporary)")
     if args.holdout_every:
         if args.holdout_every < 2:
             raise GeoSleuthError("--holdout-every must be 2 or more")
@@ -57,9 +68,36 @@ def run_eval(
         locator.close()
     summary = summarise(rows)
     summary["degradations"] = args.degrade or "none"
+    summary["calibration_curve"] = locator.curve_source
+    if args.fit_calibration:
+        summary["fitted"] = _fit(rows, engine_config, locator.verifier.calibration_key)
     if not args.json:
         _print_summary(summary)
     return summary
+
+
+def _fit(rows: list[EvalRow], config: EngineConfig, key: str) -> dict:
+    """Fit the verifier's curve on these rows, write it into the index, and re-measure."""
+    answers = [LabelledAnswer(verified_from_matches(r.result.matches), r.lat, r.lon)
+               for r in rows if r.result is not None]
+    if not answers:
+        raise GeoSleuthError("no query was answered: nothing to fit a calibration on")
+    fitted = fit_curve(answers, config.estimate)
+    path = save_fitted(config.index_path, key, fitted)
+    refitted = [replace(r, result=reestimate(r.result, config.estimate, fitted.curve))
+                if r.result is not None else r for r in rows]
+    after = summarise(refitted)
+    return {"verifier": key, "written_to": str(path), "curve": asdict(fitted.curve),
+            "log_loss": fitted.log_loss, "ece": after["ece"], "wrong_share": after["wrong_share"],
+            "answered_share": after["answered_share"], "calibration": after["calibration"]}
+
+
+def _print_calibration(table: list[dict]) -> None:
+    print("  bin       count  mean conf  share within 50 m")
+    for row in table:
+        if row["count"]:
+            print(f"  {row['bin']:<9} {row['count']:5d}  {row['mean_confidence']:9.2f}"
+                  f"  {row['share_within_50m']:17.2f}")
 
 
 def _print_row(row: EvalRow) -> None:
@@ -85,12 +123,19 @@ def _print_summary(summary: dict) -> None:
             print(f"  {key:<18} {value:6.1%}")
     median = summary["median_error_m"]
     print(f"  median error       {'n/a' if median is None else f'{median:.1f} m'}")
-    print("\nconfidence calibration (top place within 50 m):")
-    print("  bin       count  mean conf  share within 50 m")
-    for row in summary["calibration"]:
-        if row["count"]:
-            print(f"  {row['bin']:<9} {row['count']:5d}  {row['mean_confidence']:9.2f}"
-                  f"  {row['share_within_50m']:17.2f}")
+    print(f"  located but wrong  {summary['wrong']} ({summary['wrong_share']:.1%} of located,"
+          f" off by over 100 m)")
+    print(f"\nconfidence calibration (top place within 50 m; curve: "
+          f"{summary['calibration_curve']}), ECE {summary['ece']:.3f}:")
+    _print_calibration(summary["calibration"])
+    fitted = summary.get("fitted")
+    if fitted is not None:
+        c = fitted["curve"]
+        print(f"\nfitted for '{fitted['verifier']}': min_inliers {c['min_inliers']}, midpoint"
+              f" {c['midpoint']}, scale {c['scale']}; written to {fitted['written_to']}")
+        print(f"with it: located {fitted['answered_share']:.1%}, wrong {fitted['wrong_share']:.1%}"
+              f" of located, ECE {fitted['ece']:.3f} (on the photos it was fitted on):")
+        _print_calibration(fitted["calibration"])
     print("\nlatency per stage (ms):")
     for stage, figures in summary["latency_ms"].items():
         print(f"  {stage:<10} p50 {figures['p50']:8.1f}   p95 {figures['p95']:8.1f}")

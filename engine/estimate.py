@@ -28,6 +28,18 @@ class Verified:
 
 
 @dataclass(frozen=True, slots=True)
+class InlierCurve:
+    """A verifier's calibration: P(same place) = logistic((inliers - midpoint) / scale).
+
+    Below `min_inliers` nothing is presented as a location (the `no_match` floor).
+    """
+
+    min_inliers: int
+    midpoint: float
+    scale: float
+
+
+@dataclass(frozen=True, slots=True)
 class Estimate:
     status: Status
     lat: float | None
@@ -82,8 +94,8 @@ def pick_for_verification(
     return picked + waiting[: k - len(picked)]
 
 
-def _probability_same_place(evidence: float, config: EstimateConfig) -> float:
-    z = (evidence - config.inliers_midpoint) / config.inliers_scale
+def _probability_same_place(evidence: float, curve: InlierCurve) -> float:
+    z = (evidence - curve.midpoint) / curve.scale
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
 
@@ -97,7 +109,9 @@ class _Place:
         return max(self.members, key=lambda v: v.inliers)
 
 
-def estimate(verified: Sequence[Verified], config: EstimateConfig) -> Estimate:
+def estimate(
+    verified: Sequence[Verified], config: EstimateConfig, curve: InlierCurve
+) -> Estimate:
     """The answer from verified candidates.
 
     Each place (cluster) gets a probability of showing the query's scene from its strongest
@@ -117,8 +131,8 @@ def estimate(verified: Sequence[Verified], config: EstimateConfig) -> Estimate:
         support = counts[1:]
         if config.spatial_consensus:
             support += _neighbours_inliers(verified, members, config.agreement_radius_m)
-        agreeing = sum(c for c in support if c >= config.min_inliers)
-        places.append(_Place(members, _probability_same_place(counts[0] + agreeing / 4, config)))
+        agreeing = sum(c for c in support if c >= curve.min_inliers)
+        places.append(_Place(members, _probability_same_place(counts[0] + agreeing / 4, curve)))
     odds = [min(p.probability, 1 - 1e-6) / max(1 - p.probability, 1e-6) for p in places]
     total = 1.0 + sum(odds)
     ranked = sorted(zip(places, (o / total for o in odds), strict=True),
@@ -127,9 +141,9 @@ def estimate(verified: Sequence[Verified], config: EstimateConfig) -> Estimate:
 
     top, confidence = groups[0]
     best = top.best
-    located = best.inliers >= config.min_inliers and confidence >= config.located_confidence
+    located = best.inliers >= curve.min_inliers and confidence >= config.located_confidence
     places = [
-        _alternative(place, mass, config)
+        _alternative(place, mass, config, curve.min_inliers)
         for i, (place, mass) in enumerate(groups)
         if (located and i == 0) or mass >= config.alternative_min_confidence
     ]
@@ -174,19 +188,23 @@ def _merge_agreeing(
     return sorted(groups, key=lambda g: g[1], reverse=True)
 
 
-def _alternative(place: _Place, confidence: float, config: EstimateConfig) -> Alternative:
-    lat, lon, radius = _position(place, config)
+def _alternative(
+    place: _Place, confidence: float, config: EstimateConfig, min_inliers: int
+) -> Alternative:
+    lat, lon, radius = _position(place, config, min_inliers)
     return Alternative(lat=lat, lon=lon, confidence=confidence, radius_m=radius,
                        best_inliers=place.best.inliers)
 
 
-def _position(place: _Place, config: EstimateConfig) -> tuple[float, float, float]:
+def _position(
+    place: _Place, config: EstimateConfig, min_inliers: int
+) -> tuple[float, float, float]:
     """Inlier-weighted mean of the members that verified; radius from their spread.
 
     The base radius covers the distance between where the query and a reference were taken
     (they can see one facade from tens of metres apart).
     """
-    strong = [v for v in place.members if v.inliers >= config.min_inliers] or [place.best]
+    strong = [v for v in place.members if v.inliers >= min_inliers] or [place.best]
     # Unverified members (0 inliers) still carry a little weight, so a weak lead has a position.
     weights = np.array([max(1.0, float(v.inliers)) for v in strong])
     lats = np.array([v.candidate.entry.lat for v in strong])

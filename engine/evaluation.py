@@ -20,6 +20,7 @@ from engine.results import LocateResult
 T = TypeVar("T")
 
 RECALL_RADII_M = (25.0, 100.0)
+WRONG_M = 100.0  # a located answer this far off is wrong, not imprecise
 CALIBRATION_RADIUS_M = 50.0
 CALIBRATION_BINS = 10
 
@@ -55,14 +56,17 @@ class EvalRow:
         return [(r.lat, r.lon)] + [(a.lat, a.lon) for a in r.alternatives]  # type: ignore[list-item]
 
     def top_place(self) -> tuple[float, float] | None:
-        """The place the reported confidence is about: the answer, or the strongest lead."""
+        """The place the reported confidence is about: the answer, the strongest lead, or the
+        best verified reference when even that is too weak to show (the calibration event must
+        not depend on the confidence itself)."""
         if self.result is None:
             return None
         if self.result.located:
             return self.result.lat, self.result.lon  # type: ignore[return-value]
         if self.result.alternatives:
             return self.result.alternatives[0].lat, self.result.alternatives[0].lon
-        return None
+        best = self.result.best_match
+        return (best.lat, best.lon) if best is not None else None
 
     def error_m(self) -> float | None:
         places = self.places()
@@ -113,16 +117,30 @@ def summarise(rows: Sequence[EvalRow]) -> dict:
             recall[f"recall@{k}_{radius:g}m"] = hits / n if n else 0.0
     errors = [e for r in rows if (e := r.error_m()) is not None]
     answered = sum(1 for r in rows if r.result is not None and r.result.located)
+    wrong = sum(1 for e in errors if e > WRONG_M)
+    table = calibration_table(rows)
     return {
         "queries": n,
         "answered": answered,
         "answered_share": answered / n if n else 0.0,
+        "wrong": wrong,
+        "wrong_share": wrong / answered if answered else 0.0,
         "refused": sum(1 for r in rows if r.error is not None),
         **recall,
         "median_error_m": statistics.median(errors) if errors else None,
-        "calibration": calibration_table(rows),
+        "calibration": table,
+        "ece": expected_calibration_error(table),
         "latency_ms": latency_table(rows),
     }
+
+
+def expected_calibration_error(table: Sequence[dict]) -> float:
+    """Count-weighted mean gap between confidence and the share within 50 m, over the bins."""
+    total = sum(row["count"] for row in table)
+    if not total:
+        return 0.0
+    return sum(row["count"] * abs(row["mean_confidence"] - row["share_within_50m"])
+               for row in table if row["count"]) / total
 
 
 def calibration_table(rows: Sequence[EvalRow]) -> list[dict]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.calibration import curve_for
 from engine.config import EngineConfig
 from engine.decode import DecodedImage, decode_image
 from engine.descriptors import create_descriptor
@@ -83,6 +84,8 @@ class Locator:
                 f"{config.descriptor} ({self.descriptor.fingerprint()[:12]})",
             )
         self.verifier = create_verifier(config.verifier, config)
+        self.curve, self.curve_source = curve_for(self.verifier.calibration_key,
+                                                  index.directory, config.estimate)
         self._features: FeatureStore | None = None
         if (manifest.features_verifier == self.verifier.name
                 and manifest.features_fingerprint == self.verifier.fingerprint()):
@@ -170,7 +173,7 @@ class Locator:
         timings["verify"] = _ms_since(started)
 
         started = time.perf_counter()
-        answer = estimate(verified, self.config.estimate)
+        answer = estimate(verified, self.config.estimate, self.curve)
         timings["estimate"] = _ms_since(started)
         timings["total"] = sum(v for k, v in timings.items() if k != "total")
         notify(Progress(Stage.DONE))
@@ -253,7 +256,8 @@ def _match(v: Verified) -> Match:
     e = v.candidate.entry
     return Match(ref_id=e.ref_id, source=e.source, source_id=e.source_id, lat=e.lat, lon=e.lon,
                  similarity=v.candidate.similarity, inliers=v.inliers,
-                 inlier_ratio=v.inlier_ratio, attribution=e.attribution)
+                 inlier_ratio=v.inlier_ratio, attribution=e.attribution,
+                 place=v.candidate.cluster)
 
 
 def _correspondences(

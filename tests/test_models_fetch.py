@@ -217,12 +217,14 @@ def test_unknown_name_lists_the_known_ones():
 def test_statuses_report_what_is_on_disk(tmp_path, monkeypatch):
     verified = replace(PUBLISHED["disk-depth"], sha256=PAYLOAD_SHA, size=len(PAYLOAD))
     monkeypatch.setitem(PUBLISHED, "disk-depth", verified)
+    _not_packaged(monkeypatch, "lightglue-disk")
     (tmp_path / "disk-depth.pth").write_bytes(PAYLOAD)
     (tmp_path / "aliked-n16.pth").write_bytes(b"something else")
     (tmp_path / "lightglue-disk.pth.part").write_bytes(b"x" * 2_000_000)
     (tmp_path / "mine.pth").write_bytes(b"own weights")
     states = {s.name: s for s in model_statuses(tmp_path)}
-    assert states["disk-depth"].verified and states["disk-depth"].state == "verified"
+    assert states["disk-depth"].verified
+    assert states["disk-depth"].state == "verified (models directory)"
     assert states["disk-depth"].size == len(PAYLOAD)
     assert states["aliked-n16"].present and not states["aliked-n16"].verified
     assert states["aliked-n16"].state == "present but SHA-256 differs"
@@ -239,8 +241,14 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def _not_packaged(monkeypatch, name: str) -> None:
+    """As on a host without requirements-learned.txt installed, for this model."""
+    monkeypatch.setitem(PUBLISHED, name, replace(PUBLISHED[name], packaged=None))
+
+
 def test_cli_fetch_then_list(capsys, tmp_path, monkeypatch, model):
     monkeypatch.setitem(PUBLISHED, "disk-depth", model)
+    _not_packaged(monkeypatch, "lightglue-disk")
     code, out, _ = _run(capsys, "models", "fetch", "disk-depth", "--dir", str(tmp_path))
     assert code == 0
     assert f"disk-depth: {tmp_path / 'disk-depth.pth'}" in out

@@ -122,12 +122,13 @@ def _open_descriptor(
         return descriptor, manifest
 
     descriptor = create_descriptor(descriptor_name or config.descriptor, config)
+    # Before the vocabulary pass: a missing or wrong weight file is refused in seconds.
+    verifier = create_verifier(config.verifier, config)
     if descriptor.needs_fit:
         sample = _fit_sample(catalog.pending(), config.vlad.vocabulary_sample_images)
         report("learning vocabulary", 0, len(sample))
         descriptor.fit(_pictures(sample, store, config, report), len(sample))
     state = descriptor.save_state(directory)
-    verifier = create_verifier(config.verifier, config)
     manifest = Manifest(
         descriptor=descriptor.name,
         dim=descriptor.dim,

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from engine.errors import ChecksumMismatch, ConfigError, DownloadFailed
 from engine.neural.published import PUBLISHED, PublishedModel
-from engine.neural.weights import file_sha256
+from engine.neural.weights import file_sha256, find_published
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,14 @@ class ModelStatus:
     verified: bool  # present and its SHA-256 is the published one
     size: int | None  # bytes on disk, when present
     partial_bytes: int | None  # bytes of an unfinished download, when one exists
+    source: str = ""  # where the engine takes it from: the models directory or a package
 
     @property
     def state(self) -> str:
         if not self.published:
             return "not a published file"
         if self.verified:
-            return "verified"
+            return f"verified ({self.source})"
         notes = []
         if self.present:
             notes.append("present but SHA-256 differs")
@@ -91,18 +92,19 @@ def model_statuses(models_dir: Path) -> list[ModelStatus]:
 
 
 def _published_status(model: PublishedModel, models_dir: Path) -> ModelStatus:
-    path = models_dir / model.filename
-    part = _part_path(path)
-    present = path.is_file()
+    """The file the engine would load: the models directory's, else an installed package's."""
+    part = _part_path(models_dir / model.filename)
+    found = find_published(model, models_dir)
     return ModelStatus(
         name=model.name,
         kind=model.kind,
-        path=path,
+        path=found.path if found else models_dir / model.filename,
         published=True,
-        present=present,
-        verified=present and file_sha256(path) == model.sha256,
-        size=path.stat().st_size if present else None,
+        present=found is not None,
+        verified=found is not None and found.verified,
+        size=found.path.stat().st_size if found else None,
         partial_bytes=part.stat().st_size if part.is_file() else None,
+        source=found.source if found else "",
     )
 
 

