@@ -6,7 +6,7 @@ frames after chat-app recompression and an 80 % crop, and held-out views of dist
 streets. The distractors and the index are cached under --work, so a rerun measures latency
 without rebuilding; pass --rebuild to measure build throughput again.
 
-    python bench/bench_locate.py [--size 10000] [--top-k 10] [--work bench/.cache]
+    python bench/bench_locate.py [--size 10000] [--top-k 10] [--verifier xfeat] [--work ...]
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=10_000, help="photos in the index")
     parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--verifier", default=EngineConfig().verifier,
+                        help="verifier backend (default: the engine's default, %(default)s)")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".cache")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the index from scratch")
     args = parser.parse_args()
@@ -61,10 +63,10 @@ def main() -> int:
     streets = -(-distractor_count // (VIEWS_PER_STREET - 1))
     distractors_csv = _distractors(args.work / f"distractors-{streets}", streets)
 
-    index_dir = args.work / f"index-{args.size}"
+    index_dir = args.work / f"index-{args.size}-{args.verifier}"
     if args.rebuild:
         shutil.rmtree(index_dir, ignore_errors=True)
-    config = replace(EngineConfig(), index_path=index_dir)
+    config = replace(EngineConfig(), index_path=index_dir, verifier=args.verifier)
     scans = [SourceScan(lund_refs), SourceScan(berlin)]
     distractors = scan_source(distractors_csv)
     scans.append(SourceScan(distractors.records[:distractor_count]))
@@ -77,7 +79,8 @@ def main() -> int:
               f" (vocabulary and projection learning included)")
     manifest = Manifest.load(index_dir)
     print(f"index: {manifest.count} photos, descriptor {manifest.descriptor}"
-          f" ({manifest.descriptor_state.get('projection')}), {_size_mb(index_dir):.0f} MB on disk")
+          f" ({manifest.descriptor_state.get('projection')}), verifier {args.verifier},"
+          f" {_size_mb(index_dir):.0f} MB on disk")
 
     queries = [(f"lund/{Path(r.image_path).name}", _degraded(Path(r.image_path)), r.lat, r.lon)
                for r in lund_queries]

@@ -186,13 +186,20 @@ class DiscordHandlers:
 
     async def button(self, interaction: discord.Interaction, action: str, request_id: int) -> None:
         who = _requester(interaction)
+        refusal = self._guild_refusal(interaction)
+        if refusal is None:
+            admitted = self._service.admit(who, None)  # a press counts like a photo
+            refusal = admitted.text if admitted is not None else None
+        if refusal is not None:
+            await interaction.response.send_message(refusal, ephemeral=True)
+            return
         if action in ("ok", "no"):
             outcome = await self._service.vote(request_id, who,
                                                "confirm" if action == "ok" else "dispute")
             if isinstance(outcome, Refusal):
                 await interaction.response.send_message(outcome.text, ephemeral=True)
                 return
-            summary = await self._service.answer_summary(request_id)
+            summary = await self._service.answer_summary(request_id, who)
             if summary is None:
                 await interaction.response.send_message("Vote recorded.", ephemeral=True)
                 return
@@ -202,8 +209,8 @@ class DiscordHandlers:
                                                     view=_answer_view(request_id, outcome))
             return
         await interaction.response.defer(thinking=True, ephemeral=True)
-        picture = await (self._service.alternatives(request_id) if action == "alt"
-                         else self._service.evidence(request_id))
+        picture = await (self._service.alternatives(request_id, who) if action == "alt"
+                         else self._service.evidence(request_id, who))
         if isinstance(picture, Refusal):
             await interaction.followup.send(picture.text, ephemeral=True)
             return

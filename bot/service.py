@@ -23,7 +23,7 @@ from bot.format import AnswerSummary, reference_name, summarise_answer
 from bot.places import gazetteer, parse_area_hint
 from bot.ratelimit import RateLimiter
 from bot.render import render_evidence, render_map
-from bot.store import Store, StoreError, Tally
+from bot.store import RequestRecord, Store, StoreError, Tally
 from engine import (
     AsyncEngine,
     EngineBusy,
@@ -69,6 +69,10 @@ class Refusal:
     reason: RefusalReason
     text: str
     retry_after_s: float | None = None
+
+
+# What a follow-up on an unknown, forgotten or another chat's request gets: the same words.
+_GONE = Refusal(RefusalReason.ENGINE, "That answer is no longer available.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,21 +224,23 @@ class BotService:
         text = await self._store.cached_result(digest, self._engine.index_version)
         return None if text is None else result_from_json(json.loads(text))
 
-    async def answer_summary(self, request_id: int) -> AnswerSummary | None:
+    async def answer_summary(self, request_id: int, who: Requester) -> AnswerSummary | None:
         """The answer's words again (to redraw a caption with the vote tally)."""
-        result = await self._result(request_id)
+        result = await self._result(request_id, who)
         return None if result is None else _summary(result, None)
 
     async def set_reply_ref(self, request_id: int, reply_ref: str) -> None:
         await self._store.set_reply_ref(request_id, reply_ref)
 
     # --- follow-ups (buttons) -----------------------------------------------------------
+    # Button data comes from the client: a request id is honoured only in the chat that made
+    # the request, and a press is admitted and rate-limited (`admit`) like a photo.
 
-    async def alternatives(self, request_id: int) -> tuple[str, bytes] | Refusal:
+    async def alternatives(self, request_id: int, who: Requester) -> tuple[str, bytes] | Refusal:
         """Other candidate places on their own map, with where the top candidates fall."""
-        result = await self._result(request_id)
+        result = await self._result(request_id, who)
         if result is None:
-            return Refusal(RefusalReason.ENGINE, "That answer is no longer available.")
+            return _GONE
         if not result.alternatives and not result.matches:
             return Refusal(RefusalReason.ENGINE, "There are no other candidate places.")
         lines = ["Other candidate places:"] if result.alternatives else []
@@ -247,8 +253,10 @@ class BotService:
         png = await asyncio.to_thread(render_map, result, self._config.map, heat=True)
         return "\n".join(lines), png
 
-    async def evidence(self, request_id: int) -> tuple[str, bytes] | Refusal:
+    async def evidence(self, request_id: int, who: Requester) -> tuple[str, bytes] | Refusal:
         """The photo beside its best reference, verified correspondences drawn."""
+        if await self._owned(request_id, who) is None:
+            return _GONE
         recent = self._recent.get(request_id)
         if recent is None or self._engine is None:
             return Refusal(RefusalReason.ENGINE,
@@ -276,17 +284,28 @@ class BotService:
     async def vote(self, request_id: int, who: Requester, vote: str) -> Tally | Refusal:
         if vote not in ("confirm", "dispute"):
             return Refusal(RefusalReason.ENGINE, "Unknown vote.")
+        if await self._owned(request_id, who) is None:
+            return _GONE
         try:
             return await self._store.vote(request_id, who.user_id, who.user_name, vote)
         except StoreError:  # unknown, unanswered, or forgotten meanwhile
-            return Refusal(RefusalReason.ENGINE, "That answer is no longer available.")
+            return _GONE
 
-    async def _result(self, request_id: int) -> LocateResult | None:
+    async def _owned(self, request_id: int, who: Requester) -> RequestRecord | None:
+        """The request, if it was made in `who`'s chat; another chat's is as good as absent."""
+        record = await self._store.get_request(request_id)
+        if record is None or (record.platform, record.chat_id) != (who.platform, who.chat_id):
+            return None
+        return record
+
+    async def _result(self, request_id: int, who: Requester) -> LocateResult | None:
+        record = await self._owned(request_id, who)
+        if record is None:
+            return None
         recent = self._recent.get(request_id)
         if recent is not None:
             return recent[1]
-        record = await self._store.get_request(request_id)
-        if record is None or not record.result_json:
+        if not record.result_json:
             return None
         return result_from_json(json.loads(record.result_json))
 

@@ -221,6 +221,10 @@ class TelegramBot:
             return
         request_id = int(raw_id)
         who = _requester(update)
+        refusal = self._service.admit(who, None)
+        if refusal is not None:
+            await query.answer(refusal.text, show_alert=True)
+            return
         if action in ("ok", "no"):
             outcome = await self._service.vote(request_id, who,
                                                "confirm" if action == "ok" else "dispute")
@@ -228,7 +232,7 @@ class TelegramBot:
                 await query.answer(outcome.text, show_alert=True)
                 return
             await query.answer("Confirmed - thanks." if action == "ok" else "Disputed - thanks.")
-            summary = await self._service.answer_summary(request_id)
+            summary = await self._service.answer_summary(request_id, who)
             if summary is not None and query.message is not None:
                 await query.message.edit_caption(
                     caption=_caption(summary, tally=outcome), parse_mode=ParseMode.HTML,
@@ -238,8 +242,8 @@ class TelegramBot:
         if action not in ("alt", "ev"):
             await query.answer("This button has expired.")
             return
-        picture = await (self._service.alternatives(request_id) if action == "alt"
-                         else self._service.evidence(request_id))
+        picture = await (self._service.alternatives(request_id, who) if action == "alt"
+                         else self._service.evidence(request_id, who))
         if isinstance(picture, Refusal):
             await query.answer(picture.text, show_alert=True)
             return

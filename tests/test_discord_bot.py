@@ -33,6 +33,7 @@ from tests.fakes.discord_api import (
     DEFAULT_BOT_PERMISSIONS,
     FakeDiscord,
     Permission,
+    dm_channel,
     member,
     role,
     text_channel,
@@ -44,6 +45,7 @@ OTHER_CHANNEL = 910000000000000011
 ANALYST = role(910000000000000500, "analyst", 0)
 ALICE = member(910000000000000100, "alice", roles=[int(ANALYST["id"])])
 BOB = member(910000000000000101, "bob")
+BOBS_DM = 910000000000000901
 COORDINATES = re.compile(r"(-?\d+\.\d+), (-?\d+\.\d+)")
 ANSWER_EDIT = "PATCH /webhooks/.*/messages/@original"
 
@@ -283,6 +285,32 @@ def test_two_members_confirm_and_dispute_with_names_on_the_message(tmp_path, str
     fields = _fields(_run(scenario))
     assert fields["✅ Confirmed by"] == "alice"
     assert fields["❌ Disputed by"] == "bob"
+
+
+def test_a_forged_button_for_another_servers_request_sends_nothing_of_it(
+    tmp_path, street_index, street_queries
+):
+    """Custom ids are the client's to choose: Bob replays the server's request id in a DM."""
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as fake:
+            command = fake.slash_command("locate", GUILD, CHANNEL, ALICE, attachment=(
+                jpeg_bytes(street_queries[0].rgb), "s.jpg", "image/jpeg"))
+            await fake.wait_for(lambda c: c.method == "PATCH" and bool(c.files), timeout=30)
+            message = fake.original_response(command)
+            ids = [c["custom_id"] for row in message["components"] for c in row["components"]]
+            fake.add_channel(dm_channel(BOBS_DM, BOB))
+            for custom_id in ids:
+                fake.press_button(custom_id, None, BOBS_DM, BOB, message)
+            refusals = await fake.wait_for(
+                lambda c: "That answer is no longer available." in str(c.json),
+                count=len(ids), timeout=30)
+            return refusals, fake.calls
+
+    refusals, calls = _run(scenario)
+    assert len(refusals) == 4
+    assert not [c for c in calls if "evidence.png" in str(c.file_names)
+                or "alternatives.png" in str(c.file_names)]
+    assert not [c for c in calls if "Confirmed by" in str(c.json) or "Disputed by" in str(c.json)]
 
 
 def test_telegram_and_discord_in_one_process_then_sigterm(tmp_path, street_index,

@@ -311,6 +311,31 @@ def test_alternatives_and_evidence_buttons_send_pictures(tmp_path, street_index,
     assert all(c.files["photo"][:4] == b"\x89PNG" for c in extras)
 
 
+def test_a_forged_button_for_another_chats_request_sends_nothing_of_it(
+    tmp_path, street_index, street_queries
+):
+    """Callback data is the client's to choose: Bob replays the team's request id in his DM."""
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as tg:
+            photo = tg.send_photo(TEAM, ALICE, jpeg_bytes(street_queries[0].rgb))
+            tg.send_text(TEAM, ALICE, "/locate", reply_to_message=photo["message"])
+            [answer] = await tg.wait_for("sendPhoto", timeout=30)
+            request_id = answer.params["reply_markup"]["inline_keyboard"][0][0][
+                "callback_data"].split(":")[1]
+            bobs_chat = private_chat(BOB)
+            own = tg.send_text(bobs_chat, BOB, "hello")
+            for action in ("ev", "alt", "ok", "no"):
+                tg.press_button(bobs_chat, BOB, own["message"], f"{action}:{request_id}")
+            answered = await tg.wait_for("answerCallbackQuery", count=4, timeout=30)
+            return answered, tg.calls
+
+    answered, calls = _run(scenario)
+    assert all(c.params.get("text") == "That answer is no longer available." for c in answered)
+    assert not [c for c in calls if c.params.get("chat_id") == BOB["id"]
+                and c.method in ("sendPhoto", "editMessageCaption")]
+    assert not [c for c in calls if c.method == "editMessageCaption"]  # no vote was counted
+
+
 def test_forget_deletes_the_chat_history(tmp_path, street_index, street_queries):
     async def scenario():
         async with running_bot(tmp_path, street_index) as tg:
