@@ -87,14 +87,14 @@ def test_the_matcher_does_not_change_stored_features_but_extraction_settings_do(
 
 def test_the_lighterglue_file_as_extractor_is_refused_with_its_keys(cpu):
     path = packaged_path(PUBLISHED["lighterglue-xfeat"])[0]
-    with pytest.raises(WeightsMismatch, match="XFeat: unexpected 'extractor.model.net"):
+    with pytest.raises(WeightsMismatch, match=r"XFeat: unexpected 'extractor\.model\.net"):
         _verifier(cpu, extractor_weights=path)
 
 
 def test_bad_settings_are_refused_by_key(cpu):
-    with pytest.raises(ConfigError, match="'xfeat.matcher' is 'brute'"):
+    with pytest.raises(ConfigError, match=r"'xfeat\.matcher' is 'brute'"):
         _verifier(cpu, matcher="brute")
-    with pytest.raises(ConfigError, match="'xfeat.max_side' is 16"):
+    with pytest.raises(ConfigError, match=r"'xfeat\.max_side' is 16"):
         _verifier(cpu, max_side=16)
 
 
