@@ -7,6 +7,7 @@ they are excluded from every repr so they cannot reach a log line.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,8 @@ CONFIG_ENV = "GEOSLEUTH_CONFIG"
 INDEX_ENV = "GEOSLEUTH_INDEX"
 TELEGRAM_TOKEN_ENV = "GEOSLEUTH_TELEGRAM_TOKEN"
 DISCORD_TOKEN_ENV = "GEOSLEUTH_DISCORD_TOKEN"
+WEBHOOK_SECRET_ENV = "GEOSLEUTH_TELEGRAM_WEBHOOK_SECRET"
+WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,8 @@ class AppConfig:
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
     """Read `path` (or $GEOSLEUTH_CONFIG); no file means the defaults. $GEOSLEUTH_INDEX and
-    the bot tokens ($GEOSLEUTH_TELEGRAM_TOKEN, $GEOSLEUTH_DISCORD_TOKEN) win over the file."""
+    the bot secrets ($GEOSLEUTH_TELEGRAM_TOKEN, $GEOSLEUTH_DISCORD_TOKEN,
+    $GEOSLEUTH_TELEGRAM_WEBHOOK_SECRET) win over the file."""
     env = os.environ if env is None else env
     if path is None and env.get(CONFIG_ENV):
         path = Path(env[CONFIG_ENV])
@@ -115,6 +119,24 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         config = replace(config, telegram=replace(config.telegram, token=env[TELEGRAM_TOKEN_ENV]))
     if env.get(DISCORD_TOKEN_ENV):
         config = replace(config, discord=replace(config.discord, token=env[DISCORD_TOKEN_ENV]))
-    if config.telegram.mode not in ("polling", "webhook"):
-        raise ConfigError("'telegram.mode' must be \"polling\" or \"webhook\"")
+    if env.get(WEBHOOK_SECRET_ENV):
+        config = replace(config, telegram=replace(config.telegram,
+                                                  webhook_secret=env[WEBHOOK_SECRET_ENV]))
+    _check_telegram(config.telegram)
     return config
+
+
+def _check_telegram(telegram: TelegramConfig) -> None:
+    if telegram.mode not in ("polling", "webhook"):
+        raise ConfigError("'telegram.mode' must be \"polling\" or \"webhook\"")
+    # Without the secret anyone who finds the URL can post forged updates (spoofed admins,
+    # /forget on any chat): a webhook never starts without one.
+    if telegram.mode == "webhook" and telegram.enabled:
+        if not telegram.webhook_secret:
+            raise ConfigError(
+                "'telegram.webhook_secret' is empty, and a webhook without one accepts forged "
+                f"updates. Set it (or ${WEBHOOK_SECRET_ENV}) to a random string, e.g. the output"
+                " of: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        if not WEBHOOK_SECRET.fullmatch(telegram.webhook_secret):
+            raise ConfigError("'telegram.webhook_secret' must be 1-256 characters of A-Z, a-z,"
+                              " 0-9, _ and - (Telegram's rule for secret tokens)")

@@ -53,3 +53,15 @@ def test_a_wrong_setting_is_refused_naming_the_key(tmp_path, text, message):
 def test_a_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml", env={})
+
+
+def test_a_telegram_webhook_without_a_secret_does_not_start(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[telegram]\nenabled = true\nmode = "webhook"\n'
+                    'webhook_url = "https://bot.example.org/telegram"\n')
+    with pytest.raises(ConfigError, match="webhook_secret' is empty.*forged updates"):
+        load_config(path, env={})
+    config = load_config(path, env={"GEOSLEUTH_TELEGRAM_WEBHOOK_SECRET": "x" * 40})
+    assert config.telegram.webhook_secret == "x" * 40
+    with pytest.raises(ConfigError, match="1-256 characters"):
+        load_config(path, env={"GEOSLEUTH_TELEGRAM_WEBHOOK_SECRET": "has spaces"})
