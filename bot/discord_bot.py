@@ -12,7 +12,9 @@ import io
 import logging
 import re
 from typing import ClassVar
+from urllib.parse import urlsplit
 
+import aiohttp
 import discord
 import discord.gateway
 import discord.http
@@ -29,6 +31,16 @@ from engine import Progress
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
+# A link preview's picture is fetched only through Discord's own media hosts, never from the
+# origin URL in the embed: that would let any user make the bot fetch hosts in its network.
+DISCORD_MEDIA_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
+DISCORD_MEDIA_SUFFIX = ".discordapp.net"  # images-ext-N.discordapp.net: the external proxy
+DOWNLOAD_TIMEOUT_S = 30.0
+DOWNLOAD_CHUNK = 1 << 16
+
+
+class MediaRefused(Exception):
+    """An embed's picture that is not fetched: where it lives, or how large it is."""
 EMBED_COLOUR_LOCATED = discord.Colour.from_rgb(220, 38, 38)
 EMBED_COLOUR_NO_MATCH = discord.Colour.from_rgb(120, 120, 120)
 
@@ -102,12 +114,17 @@ class DiscordHandlers:
         if attachment is not None:
             await self._locate(interaction, attachment, "", False)
             return
-        url = next((e.image.url or e.thumbnail.url for e in message.embeds
-                    if e.image.url or e.thumbnail.url), None)
-        if url is None:
+        pictures = [e.image if e.image.url else e.thumbnail for e in message.embeds
+                    if e.image.url or e.thumbnail.url]
+        if not pictures:
             await _refuse(interaction, "That message has no image to locate.")
             return
-        await self._locate(interaction, url, "", False)
+        proxied = pictures[0].proxy_url
+        if not proxied or not _is_discord_media(proxied):
+            await _refuse(interaction, "I only fetch pictures through Discord's media proxy, and"
+                                       " this link preview has none. Attach the photo instead.")
+            return
+        await self._locate(interaction, proxied, "", False)
 
     async def stats(self, interaction: discord.Interaction) -> None:
         text = await self._service.stats_text(_requester(interaction))
@@ -142,8 +159,11 @@ class DiscordHandlers:
         progress = _Progress(interaction)
         try:
             data = await image.read() if isinstance(image, discord.Attachment) else \
-                await _download(self._client, image)
-        except (discord.HTTPException, OSError) as exc:
+                await _download(image, self._service.max_file_bytes)
+        except MediaRefused as exc:
+            await progress.finish(str(exc))
+            return
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError, OSError) as exc:
             await progress.finish(f"I couldn't download that image ({exc}). Try again.")
             return
         outcome = await self._service.locate(who, data, area, progress.update)
@@ -315,14 +335,37 @@ async def _refuse(interaction: discord.Interaction, text: str) -> None:
         log.warning("could not send a refusal: %s", exc)
 
 
-async def _download(client: GeoSleuthClient, url: str) -> bytes:
-    """An image embed's picture (the context menu on a link preview), via Discord's proxy."""
-    data = await client.http.get_from_cdn(url)
-    limit = client.service.max_file_bytes
-    if len(data) > limit:
-        raise OSError(f"the image is {len(data) / 1e6:.1f} MB, over the {limit / 1e6:.0f} MB"
-                      " limit")
-    return data
+def _is_discord_media(url: str) -> bool:
+    """Discord's media hosts, or the host its API is reached through (a proxy, a test double)."""
+    parts = urlsplit(url)
+    api = urlsplit(discord.http.Route.BASE)
+    if api.hostname != "discord.com" and (parts.scheme, parts.netloc) == (api.scheme, api.netloc):
+        return True
+    host = parts.hostname or ""
+    return parts.scheme == "https" and (host in DISCORD_MEDIA_HOSTS
+                                        or host.endswith(DISCORD_MEDIA_SUFFIX))
+
+
+async def _download(url: str, limit: int) -> bytes:
+    """A link preview's picture from Discord's media proxy: streamed, capped, timed out."""
+    if not _is_discord_media(url):
+        raise MediaRefused("I only fetch pictures through Discord's media proxy.")
+    too_large = MediaRefused(f"That image is over the {limit / 1e6:.0f} MB limit. Send a smaller"
+                             " or compressed copy.")
+    timeout = aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT_S)
+    async with (aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(url, allow_redirects=False) as response):
+        if response.status != 200:
+            raise MediaRefused(f"Discord's media proxy answered HTTP {response.status} for that"
+                               " picture. Attach the photo instead.")
+        if response.content_length is not None and response.content_length > limit:
+            raise too_large
+        data = bytearray()
+        async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK):
+            data += chunk
+            if len(data) > limit:
+                raise too_large
+    return bytes(data)
 
 
 def _embed(summary: AnswerSummary, *, cached: bool = False, tally: Tally | None = None

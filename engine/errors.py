@@ -145,7 +145,9 @@ class NeuralUnavailable(ModelError):
     def __init__(self, backend: str, detail: str) -> None:
         super().__init__(
             f"The '{backend}' backend needs PyTorch, torchvision and kornia ({detail}). "
-            "Install them with: pip install 'geosleuth[neural]'"
+            "Install them with: pip install 'geosleuth[neural]' and pip install --no-deps -r "
+            "requirements-learned.txt (or set [engine] verifier = \"sift\", which needs no "
+            "weights)"
         )
 
 

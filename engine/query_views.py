@@ -37,7 +37,9 @@ def query_views(picture: np.ndarray, config: QueryConfig) -> list[np.ndarray]:
     for fraction in config.crops:
         crop_h, crop_w = max(1, round(height * fraction)), max(1, round(width * fraction))
         top, left = (height - crop_h) // 2, (width - crop_w) // 2
-        view = picture[top:top + crop_h, left:left + crop_w]
+        # The whole photo is the photo itself, not a slice of it: the feature caches keyed on the
+        # picture (SIFT or XFeat shared by descriptor and verifier) then find it again.
+        view = picture if fraction == 1.0 else picture[top:top + crop_h, left:left + crop_w]
         views.append(view)
         if config.flip:
             views.append(np.ascontiguousarray(view[:, ::-1]))

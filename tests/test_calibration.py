@@ -95,12 +95,13 @@ def test_a_fitted_curve_in_the_index_is_what_the_locator_uses(street_index, tmp_
     queries = street_index.index_path.parent / "refs.csv"
     assert main(["eval", str(queries), "--index", str(index), "--fit-calibration"]) == 0
     out = capsys.readouterr().out
-    assert "fitted for 'sift'" in out and str(index / CALIBRATION_FILE) in out
+    key = "xfeat-mnn"  # the default verifier's curve
+    assert f"fitted for '{key}'" in out and str(index / CALIBRATION_FILE) in out
     stored = json.loads((index / CALIBRATION_FILE).read_text())
-    assert set(stored) == {"sift"} and stored["sift"]["queries"] == 10
+    assert set(stored) == {key} and stored[key]["queries"] == 10
     locator = Locator.open(replace(street_index, index_path=index))
     try:
-        assert locator.curve == load_fitted(index)["sift"]
+        assert locator.curve == load_fitted(index)[key]
         assert locator.curve_source == f"fitted in {index / CALIBRATION_FILE}"
     finally:
         locator.close()

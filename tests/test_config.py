@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_no_file_means_the_defaults():
     config = load_config(None, env={})
-    assert config.engine.descriptor == "vlad"
-    assert config.engine.search.top_k == 10
+    assert config.engine.descriptor == "vlad" and config.engine.verifier == "xfeat"
+    assert config.engine.search.top_k == 20
 
 
 def test_the_example_config_loads_and_equals_the_defaults():
@@ -59,7 +59,7 @@ def test_a_telegram_webhook_without_a_secret_does_not_start(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[telegram]\nenabled = true\nmode = "webhook"\n'
                     'webhook_url = "https://bot.example.org/telegram"\n')
-    with pytest.raises(ConfigError, match="webhook_secret' is empty.*forged updates"):
+    with pytest.raises(ConfigError, match=r"webhook_secret' is empty.*forged updates"):
         load_config(path, env={})
     config = load_config(path, env={"GEOSLEUTH_TELEGRAM_WEBHOOK_SECRET": "x" * 40})
     assert config.telegram.webhook_secret == "x" * 40

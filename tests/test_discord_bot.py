@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from aiohttp import web
 from PIL import Image
 
 from bot.config import (
@@ -155,6 +156,50 @@ def test_the_context_menu_locates_a_message_photo(tmp_path, street_index, street
     assert COORDINATES.search(embed["title"])
     assert "has no image" in refusal["content"]
     assert refusal["flags"] & 64  # ephemeral
+
+
+def test_a_link_preview_is_fetched_only_through_discords_media_proxy(
+    tmp_path, street_index, street_queries
+):
+    """An embed's origin URL is the poster's to choose (a host inside the bot's network, say):
+    the bot fetches the proxied copy, and refuses an embed whose proxy is not Discord's."""
+    photo = jpeg_bytes(street_queries[1].rgb)
+
+    async def scenario():
+        origin_hits: list[str] = []
+
+        async def origin(request: web.Request) -> web.Response:
+            origin_hits.append(request.path)
+            return web.Response(body=photo, content_type="image/jpeg")
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", origin)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        origin_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/internal.jpg"
+        try:
+            async with running_bot(tmp_path, street_index) as fake:
+                proxied = fake.add_attachment(photo, "preview.jpg", channel_id=CHANNEL)
+                good = fake.post_message(CHANNEL, BOB, origin_url, embeds=[{
+                    "type": "image", "url": origin_url,
+                    "thumbnail": {"url": origin_url, "proxy_url": proxied["proxy_url"]}}])
+                located = fake.message_command("Locate photo", GUILD, CHANNEL, ALICE, good)
+                await fake.wait_for(lambda c: c.method == "PATCH" and bool(c.files), timeout=30)
+                bad = fake.post_message(CHANNEL, BOB, origin_url, embeds=[{
+                    "type": "image", "url": origin_url,
+                    "thumbnail": {"url": origin_url, "proxy_url": origin_url}}])
+                refused = fake.message_command("Locate photo", GUILD, CHANNEL, ALICE, bad)
+                await fake.wait_for(lambda c: "media proxy" in str(c.json), timeout=30)
+                return _embed(fake, located), fake.original_response(refused), origin_hits
+        finally:
+            await runner.cleanup()
+
+    embed, refusal, origin_hits = _run(scenario)
+    assert COORDINATES.search(embed["title"])
+    assert "Discord's media proxy" in refusal["content"]
+    assert origin_hits == []
 
 
 def _huge_jpeg() -> bytes:

@@ -67,3 +67,10 @@ def test_the_locator_searches_every_crop_and_still_finds_the_street(street_index
         locator.close()
     assert result.located
     assert haversine_m(view.lat, view.lon, result.lat, result.lon) <= 25.0
+
+
+def test_the_whole_photo_view_is_the_photo_itself_so_its_features_are_shared():
+    """Descriptor and verifier share one SIFT (or XFeat) run per photo, keyed on the picture."""
+    picture = np.zeros((40, 60, 3), np.uint8)
+    assert query_views(picture, QueryConfig())[0] is picture
+    assert query_views(picture, QueryConfig(crops=(1.0, 0.5)))[1] is not picture

@@ -128,4 +128,4 @@ def test_verifier_is_chosen_by_name_and_unknown_names_list_the_choices():
     assert isinstance(create_verifier("sift", EngineConfig()), SiftVerifier)
     with pytest.raises(ConfigError, match="unknown verifier 'orb'; choose one of: lightglue, sift"):
         create_verifier("orb", EngineConfig())
-    assert set(VERIFIERS) == {"lightglue", "sift"}
+    assert set(VERIFIERS) == {"lightglue", "sift", "xfeat"}

@@ -144,7 +144,7 @@ def test_descriptor_is_chosen_by_name_and_unknown_names_list_the_choices():
     with pytest.raises(ConfigError,
                        match="unknown descriptor 'netvlad'; choose one of: cosplace, vlad"):
         create_descriptor("netvlad", EngineConfig())
-    assert set(DESCRIPTORS) == {"cosplace", "vlad"}
+    assert set(DESCRIPTORS) == {"cosplace", "vlad", "xfeat-vlad"}
 
 
 @pytest.mark.real_data

@@ -19,9 +19,17 @@ def _cosplace(config: EngineConfig) -> GlobalDescriptor:
     return CosplaceDescriptor(config.cosplace, config.neural)
 
 
+def _xfeat_vlad(config: EngineConfig) -> GlobalDescriptor:
+    import_torch("xfeat-vlad")
+    from engine.descriptors.xfeat_vlad import XfeatVladDescriptor
+
+    return XfeatVladDescriptor(config)
+
+
 DESCRIPTORS: dict[str, Callable[[EngineConfig], GlobalDescriptor]] = {
     VladDescriptor.name: lambda config: VladDescriptor(config.vlad),
     "cosplace": _cosplace,
+    "xfeat-vlad": _xfeat_vlad,
 }
 
 

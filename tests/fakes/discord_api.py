@@ -552,8 +552,12 @@ class FakeDiscord:
 
     def post_message(self, channel: int | JSON, author: JSON, content: str = "", *,
                      attachments: Iterable[tuple[bytes, str, str | None]] = (),
-                     dispatch: bool = True) -> JSON:
-        """A message from a person (the target of a context menu); MESSAGE_CREATE if live."""
+                     embeds: Iterable[JSON] = (), dispatch: bool = True) -> JSON:
+        """A message from a person (the target of a context menu); MESSAGE_CREATE if live.
+
+        `embeds` are link previews as Discord stores them (type, url, image with url and
+        proxy_url), given as the client would see them.
+        """
         channel_id = _id(channel)
         person = author.get("user", author)
         message_id = self._snowflake()
@@ -563,6 +567,7 @@ class FakeDiscord:
             self.add_attachment(data, name, kind, channel_id=channel_id)
             for data, name, kind in attachments
         ]
+        stored["embeds"] = copy.deepcopy(list(embeds))
         guild_id = self._channel_guild.get(channel_id)
         if guild_id is not None and "user" in author:
             stored["member"] = {k: v for k, v in copy.deepcopy(author).items() if k != "user"}
