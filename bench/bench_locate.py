@@ -6,7 +6,8 @@ frames after chat-app recompression and an 80 % crop, and held-out views of dist
 streets. The distractors and the index are cached under --work, so a rerun measures latency
 without rebuilding; pass --rebuild to measure build throughput again.
 
-    python bench/bench_locate.py [--size 10000] [--top-k 10] [--verifier xfeat] [--work ...]
+    python bench/bench_locate.py [--size 10000] [--top-k 10 20] [--descriptor xfeat-vlad]
+                                 [--verifier xfeat] [--work ...]
 """
 
 from __future__ import annotations
@@ -46,8 +47,12 @@ QUERY_STREETS = 20
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=10_000, help="photos in the index")
-    parser.add_argument("--top-k", type=int, default=10)
-    parser.add_argument("--verifier", default=EngineConfig().verifier,
+    defaults = EngineConfig()
+    parser.add_argument("--top-k", type=int, nargs="+", default=[defaults.search.top_k],
+                        help="one or more top-K, each measured on the same index")
+    parser.add_argument("--descriptor", default=defaults.descriptor,
+                        help="descriptor backend (default: the engine's default, %(default)s)")
+    parser.add_argument("--verifier", default=defaults.verifier,
                         help="verifier backend (default: the engine's default, %(default)s)")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".cache")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the index from scratch")
@@ -63,10 +68,11 @@ def main() -> int:
     streets = -(-distractor_count // (VIEWS_PER_STREET - 1))
     distractors_csv = _distractors(args.work / f"distractors-{streets}", streets)
 
-    index_dir = args.work / f"index-{args.size}-{args.verifier}"
+    index_dir = args.work / f"index-{args.size}-{args.descriptor}-{args.verifier}"
     if args.rebuild:
         shutil.rmtree(index_dir, ignore_errors=True)
-    config = replace(EngineConfig(), index_path=index_dir, verifier=args.verifier)
+    config = replace(defaults, index_path=index_dir, descriptor=args.descriptor,
+                     verifier=args.verifier)
     scans = [SourceScan(lund_refs), SourceScan(berlin)]
     distractors = scan_source(distractors_csv)
     scans.append(SourceScan(distractors.records[:distractor_count]))
@@ -85,15 +91,16 @@ def main() -> int:
     queries = [(f"lund/{Path(r.image_path).name}", _degraded(Path(r.image_path)), r.lat, r.lon)
                for r in lund_queries]
     queries += _street_queries(args.work / f"distractors-{streets}")
-    locator = Locator.open(config)
-    try:
-        locator.locate(queries[0][1], top_k=args.top_k)  # warm-up: imports, first allocations
-        cold = _run(locator, queries, args.top_k)
-        warm = _run(locator, queries, args.top_k)
-    finally:
-        locator.close()
-    _print(f"top-K {args.top_k}, first pass (reference features read from the index)", cold)
-    _print(f"top-K {args.top_k}, second pass (reference features in the memory LRU)", warm)
+    for top_k in args.top_k:
+        locator = Locator.open(config)
+        try:
+            locator.locate(queries[0][1], top_k=top_k)  # warm-up: imports, first allocations
+            cold = _run(locator, queries, top_k)
+            warm = _run(locator, queries, top_k)
+        finally:
+            locator.close()
+        _print(f"top-K {top_k}, first pass (reference features read from the index)", cold)
+        _print(f"top-K {top_k}, second pass (reference features in the memory LRU)", warm)
     return 0
 
 
