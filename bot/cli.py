@@ -7,7 +7,8 @@ import json
 import logging
 import sys
 import tempfile
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -19,10 +20,26 @@ from bot.format import result_text, timings_text
 from engine.errors import GeoSleuthError, SearchAreaError
 from engine.geo import SearchArea, parse_bbox, parse_latlon
 
+if typing.TYPE_CHECKING:
+    from engine.sources import SourceScan
+
+DEFAULT_RADIUS_KM = 5.0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake on the command line is one line on stderr, like every refusal."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"geosleuth: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(2)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a refused command line (2)
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -37,9 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="geosleuth", description="Find where a street-level photo was taken."
-    )
+    parser = _Parser(prog="geosleuth", description="Find where a street-level photo was taken.")
     parser.add_argument("--config", type=Path, help="TOML config file (default: $GEOSLEUTH_CONFIG)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -47,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="locate views of a generated street, no data needed")
     demo.add_argument("--out", type=Path, default=Path("geosleuth-demo"),
                       help="folder for the index and the map pictures (default: %(default)s)")
-    demo.add_argument("--views", type=int, default=24, help="views along the street")
+    demo.add_argument("--views", type=_at_least(6), default=24, help="views along the street")
     demo.add_argument("--seed", type=int, default=1)
     demo.set_defaults(handler=_run_demo)
 
@@ -71,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     locate.add_argument("photo", type=Path, metavar="PHOTO")
     _add_index_option(locate, required=False)
     locate.add_argument("--json", action="store_true", help="print one JSON object")
-    locate.add_argument("--top-k", type=int, help="candidates to verify geometrically")
+    locate.add_argument("--top-k", type=_at_least(1), help="candidates to verify geometrically")
     locate.add_argument("--map", type=Path, metavar="PNG", help="write the map picture here")
     _add_area_options(locate)
     locate.set_defaults(handler=_run_locate)
@@ -80,14 +95,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("queries", nargs="?", type=Path, metavar="QUERIES",
                           help="folder or CSV of query photos with known positions")
     _add_index_option(evaluate, required=False)
-    evaluate.add_argument("--holdout-every", type=int, metavar="N",
+    evaluate.add_argument("--holdout-every", type=_at_least(2), metavar="N",
                           help="build a temporary index from QUERIES minus every N-th photo and"
                                " query the held-out ones")
     evaluate.add_argument("--refs", nargs="*", type=Path, default=[], metavar="PATH",
                           help="extra reference folders/CSVs for --holdout-every")
     evaluate.add_argument("--degrade", default="",
                           help="query degradations, e.g. chat,crop0.8,bright1.3,colour,rot3")
-    evaluate.add_argument("--top-k", type=int, help="candidates to verify geometrically")
+    evaluate.add_argument("--top-k", type=_at_least(1), help="candidates to verify geometrically")
     evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
     evaluate.add_argument("--fit-calibration", action="store_true",
                           help="fit the verifier's confidence curve and no-match floor on these"
@@ -123,18 +138,34 @@ def _add_index_option(parser: argparse.ArgumentParser, *, required: bool) -> Non
 def _add_area_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bbox", metavar="W,S,E,N", help="search only inside this box (degrees)")
     parser.add_argument("--near", metavar="LAT,LON", help="search only around this point")
-    parser.add_argument("--radius-km", type=float, default=5.0,
-                        help="radius around --near (default: %(default)s km)")
+    parser.add_argument("--radius-km", type=float,
+                        help=f"radius around --near (default: {DEFAULT_RADIUS_KM:g} km)")
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than `minimum`, refused in one line."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+    return parse
 
 
 def _search_area(args: argparse.Namespace) -> SearchArea | None:
     if args.bbox and args.near:
         raise SearchAreaError("give either --bbox or --near, not both")
+    if args.radius_km is not None and not args.near:
+        raise SearchAreaError("--radius-km needs --near LAT,LON (the centre of the circle)")
     if args.bbox:
         return parse_bbox(args.bbox)
     if args.near:
         lat, lon = parse_latlon(args.near)
-        return SearchArea.around(lat, lon, args.radius_km * 1000.0)
+        radius_km = DEFAULT_RADIUS_KM if args.radius_km is None else args.radius_km
+        return SearchArea.around(lat, lon, radius_km * 1000.0)
     return None
 
 
@@ -169,6 +200,8 @@ def _run_index_build(args: argparse.Namespace, config: AppConfig) -> int:
     from engine.sources import scan_source
 
     scans = [scan_source(p) for p in args.paths]
+    if args.verbose:
+        _print_skipped(args.paths, scans)
     bars = _Bars()
     try:
         report = build_index(args.index, scans, config.engine, descriptor_name=args.descriptor,
@@ -187,10 +220,24 @@ def _run_index_build(args: argparse.Namespace, config: AppConfig) -> int:
     }
     notes = [f"{n} {why}" for why, n in skipped.items() if n]
     if notes:
-        print("Skipped: " + ", ".join(notes) + ".")
+        listed = "" if args.verbose or not any(s.examples for s in scans) else " ('-v' lists them)"
+        print("Skipped: " + ", ".join(notes) + "." + listed)
     for path, reason in report.failures[:5] if report.failed_now else ():
         print(f"  {path}: {reason}")
     return 0
+
+
+def _print_skipped(paths: Sequence[Path], scans: Sequence[SourceScan]) -> None:
+    """Each source's skipped photos (or manifest lines) and why, on stderr."""
+    for path, scan in zip(paths, scans, strict=True):
+        skipped = scan.skipped_no_position + scan.skipped_unreadable + scan.skipped_duplicate
+        if not skipped:
+            continue
+        print(f"{path}: {skipped} skipped", file=sys.stderr)
+        for item in scan.examples:
+            print(f"  {item.where}: {item.reason}", file=sys.stderr)
+        if skipped > len(scan.examples):
+            print(f"  ... and {skipped - len(scan.examples)} more", file=sys.stderr)
 
 
 def _run_index_stats(args: argparse.Namespace, config: AppConfig) -> int:
@@ -245,17 +292,24 @@ def _run_locate(args: argparse.Namespace, config: AppConfig) -> int:
         locator = Locator.open(config.engine)
         stack.callback(locator.close)
         result = locator.locate(data, area=area, top_k=args.top_k)
-    if args.map is not None:
-        from bot.render import render_map
-
-        args.map.write_bytes(render_map(result, config.map))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(result_text(result))
         print(f"Timings: {timings_text(result)}")
-        if args.map is not None:
-            print(f"Map written to {args.map}")
+    if args.map is None:
+        return 0
+    # After the answer is printed: a map that cannot be written must not cost the answer.
+    from bot.render import render_map
+
+    try:
+        args.map.write_bytes(render_map(result, config.map))
+    except OSError as exc:
+        print(f"geosleuth: error: cannot write the map to {args.map}: {exc.strerror}",
+              file=sys.stderr)
+        return 2
+    if not args.json:
+        print(f"Map written to {args.map}")
     return 0
 
 

@@ -38,12 +38,10 @@ def run_eval(
         raise GeoSleuthError(f"--degrade: {exc}") from None
     scan = scan_source(args.queries)
     engine_config = config.engine
-    if args.fit_calibration and args.holdout_every:
+    if args.fit_calibration and args.holdout_every is not None:
         raise GeoSleuthError("--fit-calibration writes into the index it measured: give --index"
                              " DIR, not --holdout-every (whose index is temporary)")
-    if args.holdout_every:
-        if args.holdout_every < 2:
-            raise GeoSleuthError("--holdout-every must be 2 or more")
+    if args.holdout_every is not None:  # argparse has checked it is 2 or more
         references, held_out = split_every(scan.records, args.holdout_every)
         index_dir = scratch / "index"
         reference_scans = [SourceScan(references)]

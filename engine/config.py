@@ -18,6 +18,8 @@ T = TypeVar("T")
 class DecodeConfig:
     max_bytes: int = 40_000_000
     max_pixels: int = 50_000_000
+    # A query smaller than this on its short side holds no street detail to match.
+    min_side: int = 64
 
 
 @dataclass(frozen=True)

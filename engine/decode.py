@@ -13,6 +13,7 @@ import math
 import os
 import re
 import struct
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ from engine.results import LatLon
 
 pillow_heif.register_heif_opener()
 Image.init()
+# Pillow warns (on stderr) between its own limit and twice it; `decode_image` checks every
+# image against `max_pixels` from the header and refuses it with a sentence instead.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 # Formats we let Pillow try. Its other plugins (EPS, PSD, TGA, FITS...) are more attack
 # surface than use for street photos, and some would claim random bytes as an image.
@@ -62,6 +66,8 @@ _TRANSPOSE_FOR_ORIENTATION = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+# Orientations 5-8 turn the photo by 90°: its upright width is the stored height.
+_AXES_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
 _HEIF_BRANDS = frozenset(
@@ -99,13 +105,20 @@ class DecodedImage:
 
     rgb: np.ndarray
     format: str
+    # (width, height) of the upright photo at full resolution; `rgb` may be smaller (draft).
+    size: tuple[int, int] = (0, 0)
     exif_gps: LatLon | None = None
     exif_heading_deg: float | None = None
     exif_captured_at: str | None = None
 
 
-def decode_image(data: bytes, config: DecodeConfig) -> DecodedImage:
-    """Decode `data` fully; refuse empty, oversized, non-image, corrupt, animated, bomb inputs."""
+def decode_image(data: bytes, config: DecodeConfig, max_side: int | None = None) -> DecodedImage:
+    """Decode `data`; refuse empty, oversized, non-image, corrupt, animated, bomb inputs.
+
+    With `max_side`, a JPEG is decoded at the smallest of 1/1, 1/2, 1/4 or 1/8 scale that
+    still covers `max_side` on its long side (Pillow's `draft`): a 50 MP photo then never
+    occupies 150 MB when 1024 px is all that is used.
+    """
     if not data:
         raise EmptyImage()
     if len(data) > config.max_bytes:
@@ -118,6 +131,10 @@ def decode_image(data: bytes, config: DecodeConfig) -> DecodedImage:
         try:
             if im.format in _ANIMATED_FORMATS and getattr(im, "is_animated", False):
                 raise AnimatedImage(im.n_frames)
+            full_size = im.size
+            if max_side is not None and im.format in ("JPEG", "MPO"):
+                scale = max_side / max(full_size)
+                im.draft("RGB", (math.ceil(full_size[0] * scale), math.ceil(full_size[1] * scale)))
             im.load()
         except _CORRUPT_ERRORS as exc:
             raise TruncatedImage() from exc
@@ -125,23 +142,26 @@ def decode_image(data: bytes, config: DecodeConfig) -> DecodedImage:
         upright = im.transpose(_TRANSPOSE_FOR_ORIENTATION[orientation]) if orientation else im
         rgb = _to_rgb(upright)
         fmt = "JPEG" if im.format == "MPO" else str(im.format)
+    swapped = orientation in _AXES_SWAPPING_ORIENTATIONS
     return DecodedImage(
         rgb=rgb,
         format=fmt,
+        size=(full_size[1], full_size[0]) if swapped else full_size,
         exif_gps=exif.gps,
         exif_heading_deg=exif.heading_deg,
         exif_captured_at=exif.captured_at,
     )
 
 
-def decode_file(path: str | os.PathLike[str], config: DecodeConfig) -> DecodedImage:
+def decode_file(path: str | os.PathLike[str], config: DecodeConfig,
+                max_side: int | None = None) -> DecodedImage:
     """Read and decode a file, checking its size before reading it into memory."""
     with _open_path(path) as f:
         size = os.fstat(f.fileno()).st_size
         if size > config.max_bytes:
             raise FileTooLarge(size, config.max_bytes)
         data = f.read(config.max_bytes + 1)
-    return decode_image(data, config)
+    return decode_image(data, config, max_side)
 
 
 def read_exif(source: bytes | str | os.PathLike[str]) -> ExifInfo:

@@ -62,6 +62,15 @@ class TooManyPixels(ImageError):
         )
 
 
+class ImageTooSmall(ImageError):
+    def __init__(self, size: tuple[int, int], min_side: int) -> None:
+        self.size = size
+        super().__init__(
+            f"The image is {size[0]} x {size[1]} pixels, too small to locate (at least {min_side}"
+            " on each side). Send the photo at its full size, not a thumbnail."
+        )
+
+
 class ReferenceIndexError(GeoSleuthError):
     """Base of the reference-index errors."""
 
@@ -88,6 +97,15 @@ class DescriptorMismatch(ReferenceIndexError):
         super().__init__(
             f"The index was built with descriptor '{index_descriptor}' but the engine is "
             f"configured for '{query_descriptor}'. Use the index's descriptor or rebuild the index."
+        )
+
+
+class IndexBusy(ReferenceIndexError):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"Another 'index build' or 'index add' is writing to {path}. Wait for it to finish"
+            " (two at once would corrupt the index)."
         )
 
 
@@ -211,8 +229,18 @@ class WeightsMismatch(ModelError):
 
 
 class DownloadFailed(ModelError):
-    def __init__(self, name: str, detail: str) -> None:
-        super().__init__(f"Downloading '{name}' failed: {detail}. Run the command again to resume.")
+    def __init__(
+        self, name: str, detail: str, advice: str = "Run the command again to resume."
+    ) -> None:
+        super().__init__(f"Downloading '{name}' failed: {detail}. {advice}")
+
+
+class ModelsDirUnwritable(ModelError):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"Cannot write weight files into {path}: {reason}. Choose another folder with"
+            " --dir, or set [engine.neural] models_dir."
+        )
 
 
 class ChecksumMismatch(ModelError):

