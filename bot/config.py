@@ -54,6 +54,7 @@ class StoreConfig:
     path: Path = Path("geosleuth.sqlite")
     keep_images: bool = False
     retention_days: int = 30
+    purge_interval_s: float = 3600.0  # how often records older than retention_days go
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ turns the reply into an embed, a file and buttons. Refusals are ephemeral.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import re
@@ -22,6 +23,7 @@ import yarl
 from discord import app_commands
 
 from bot.config import DiscordConfig
+from bot.errors import StartupFailed
 from bot.format import AnswerSummary
 from bot.progress import EditPacer, progress_text
 from bot.service import Answer, BotService, Refusal, Requester
@@ -59,6 +61,7 @@ class GeoSleuthClient(discord.Client):
         self.tree = app_commands.CommandTree(self)
         self.handlers = DiscordHandlers(self)
         _declare_commands(self.tree, self.handlers)
+        self.tree.error(_answer_failure)
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(AnswerButton)
@@ -69,6 +72,24 @@ class GeoSleuthClient(discord.Client):
                 await self.tree.sync(guild=guild)
         else:
             await self.tree.sync()
+
+
+FAILURE_TEXT = "Something went wrong on my side. It has been logged; please try again."
+
+
+async def _answer_failure(interaction: discord.Interaction,
+                          error: app_commands.AppCommandError) -> None:
+    """Every command ends with an answer: a failure after `defer` would leave "thinking..."."""
+    log.error("command %s failed", interaction.command and interaction.command.name,
+              exc_info=error)
+    try:
+        if interaction.response.is_done():
+            await interaction.edit_original_response(content=FAILURE_TEXT, embeds=[],
+                                                     attachments=[], view=None)
+        else:
+            await interaction.response.send_message(FAILURE_TEXT, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not tell the user about the failure")
 
 
 def _declare_commands(tree: app_commands.CommandTree, handlers: DiscordHandlers) -> None:
@@ -416,9 +437,20 @@ class DiscordAdapter:
             discord.http.Route.BASE = self._config.api_base.rstrip("/")
         if self._config.gateway_url:
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self._config.gateway_url)
-        await self.client.login(self._config.token)
+        api = self._config.api_base or discord.http.Route.BASE
+        try:
+            await self.client.login(self._config.token)
+        except discord.LoginFailure:
+            raise StartupFailed("Discord refused the bot token: check GEOSLEUTH_DISCORD_TOKEN"
+                                " (or discord.token)") from None
+        except (aiohttp.ClientError, OSError, discord.HTTPException) as exc:
+            raise StartupFailed(f"cannot reach Discord at {api}: {exc}") from None
         self._task = asyncio.create_task(self.client.connect(), name="discord-gateway")
-        await self.client.wait_until_ready()
+        ready = asyncio.create_task(self.client.wait_until_ready())
+        await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            raise StartupFailed(f"the Discord gateway closed during start-up: {_ended(self._task)}")
         log.info("discord bot %s started", self.client.user)
         for record in interrupted:
             if record.platform == PLATFORM:
@@ -432,7 +464,22 @@ class DiscordAdapter:
         except discord.HTTPException as exc:
             log.warning("could not tell a user about an interrupted request: %s", exc)
 
+    @property
+    def connection(self) -> asyncio.Task | None:
+        """The gateway connection; it ends only when stopped, or when it failed for good."""
+        return self._task
+
     async def stop(self) -> None:
         await self.client.close()
         if self._task is not None:
-            await self._task
+            # Its failure, if any, was reported where it was noticed (start-up or the runner).
+            with contextlib.suppress(Exception):
+                await self._task
+
+
+def _ended(task: asyncio.Task) -> str:
+    """Why a finished task ended, in a few words."""
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    return f"{type(exc).__name__}: {exc}" if exc is not None else "it returned"

@@ -9,25 +9,62 @@ import signal
 
 from bot.config import AppConfig
 from bot.discord_bot import DiscordAdapter
+from bot.errors import ServiceDied
 from bot.places import gazetteer
 from bot.service import BotService
 from bot.store import Store
 from bot.telegram_bot import TelegramAdapter
 from engine import AsyncEngine, ConfigError, GeoSleuthError, Locator
+from engine.errors import ReferenceIndexError
 
 log = logging.getLogger(__name__)
 
 
 async def start_engine(config: AppConfig) -> tuple[AsyncEngine | None, str | None]:
-    """The engine, or why it could not start: the bots still answer, with that reason."""
+    """The engine, or why it could not start: the bots still answer, with that reason.
+
+    A missing or unreadable index is refused instead: the bot would connect only to fail
+    every photo, and the operator has named a wrong folder.
+    """
     engine = AsyncEngine(lambda: Locator.open(config.engine), config.engine.limits)
     try:
         await engine.start()
+    except ReferenceIndexError:
+        await engine.close()
+        raise
     except GeoSleuthError as exc:
         log.error("engine did not start: %s", exc)
         await engine.close()
         return None, f"GeoSleuth can't locate photos right now: {exc}"
     return engine, None
+
+
+async def purge_periodically(service: BotService, every_s: float) -> None:
+    """Retention while running: what /privacy promises holds after months of uptime too."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            purged = await service.purge_old_records()
+        except Exception:  # a locked or full disk: say so, try again at the next round
+            log.exception("deleting old records failed")
+            continue
+        if purged:
+            log.info("deleted %d old records", purged)
+
+
+async def _until_stopped(stop: asyncio.Event, vital: dict[asyncio.Task, str]) -> None:
+    """Return when `stop` is set; raise ServiceDied when a vital task ends first."""
+    stopping = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        done, _ = await asyncio.wait({stopping, *vital}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    for task in done:
+        if task in vital:
+            reason = "cancelled" if task.cancelled() else (task.exception() or "it returned")
+            log.error("%s ended: %s", vital[task], reason)
+            raise ServiceDied(f"{vital[task]} ended ({reason}); stopping so a service manager"
+                              " can restart GeoSleuth")
 
 
 async def run_bots(config: AppConfig, stop: asyncio.Event | None = None) -> None:
@@ -46,11 +83,14 @@ async def run_bots(config: AppConfig, stop: asyncio.Event | None = None) -> None
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     store = await Store.open(config.store.path, keep_images=config.store.keep_images)
-    await asyncio.to_thread(gazetteer)  # seconds to load: not on the first user's time
-    engine, engine_error = await start_engine(config)
-    service = BotService(config, engine, store, engine_error)
-    adapters = []
+    engine: AsyncEngine | None = None
+    adapters: list[TelegramAdapter | DiscordAdapter] = []
+    purging = None
+    clean = False
     try:
+        await asyncio.to_thread(gazetteer)  # seconds to load: not on the first user's time
+        engine, engine_error = await start_engine(config)
+        service = BotService(config, engine, store, engine_error)
         purged = await service.purge_old_records()
         if purged:
             log.info("deleted %d records older than %d days", purged,
@@ -63,8 +103,19 @@ async def run_bots(config: AppConfig, stop: asyncio.Event | None = None) -> None
         # Both adapters share this event loop, the one engine and the one store.
         for adapter in adapters:
             await adapter.start(interrupted)
-        await stop.wait()
+        purging = asyncio.create_task(
+            purge_periodically(service, config.store.purge_interval_s), name="retention")
+        vital = {purging: "the retention timer"}
+        if engine is not None and engine.worker is not None:
+            vital[engine.worker] = "the engine worker"
+        for adapter in adapters:
+            if isinstance(adapter, DiscordAdapter) and adapter.connection is not None:
+                vital[adapter.connection] = "the Discord gateway connection"
+        await _until_stopped(stop, vital)
+        clean = True
     finally:
+        if purging is not None:
+            purging.cancel()
         for adapter in reversed(adapters):
             try:
                 await adapter.stop()
@@ -76,4 +127,5 @@ async def run_bots(config: AppConfig, stop: asyncio.Event | None = None) -> None
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-        log.info("stopped cleanly")
+        if clean:
+            log.info("stopped cleanly")

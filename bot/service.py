@@ -8,6 +8,7 @@ chat platform.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,8 +33,10 @@ from engine import (
     ImageError,
     LocateResult,
     Progress,
+    SearchArea,
     SearchAreaError,
     decode_image,
+    read_exif_gps,
     result_from_json,
 )
 
@@ -198,8 +201,9 @@ class BotService:
         )
         area = hint.area if hint else None
         area_label = f"Searched {hint.label}" if hint else None
+        answer_key = _answer_key(self._engine.answer_key, area)
         try:
-            cached = None if area else await self._cached(digest)
+            cached = await self._cached(digest, answer_key, image)
             result = cached or await self._engine.locate(image, area=area,
                                                          on_progress=on_progress)
         except GeoSleuthError as exc:
@@ -211,18 +215,25 @@ class BotService:
             return Refusal(RefusalReason.ENGINE,
                            "Something went wrong while locating this photo. It has been logged;"
                            " please try again later.")
-        await self._store.finish_request(request_id, json.dumps(result.to_json()),
-                                         result.index_version)
+        # The photo's own EXIF position is not kept: it is read again when the answer is reused.
+        stored = dataclasses.replace(result, exif_gps=None)
+        await self._store.finish_request(request_id, json.dumps(stored.to_json()),
+                                         result.index_version, answer_key)
         if cached is None:
             self._recent.put(request_id, image, result)
         summary = _summary(result, area_label)
         map_png = await asyncio.to_thread(render_map, result, self._config.map)
         return Answer(request_id, result, summary, map_png, cached is not None)
 
-    async def _cached(self, digest: str) -> LocateResult | None:
-        assert self._engine is not None
-        text = await self._store.cached_result(digest, self._engine.index_version)
-        return None if text is None else result_from_json(json.loads(text))
+    async def _cached(self, digest: str, answer_key: str, image: bytes) -> LocateResult | None:
+        text = await self._store.cached_result(digest, answer_key)
+        if text is None:
+            return None
+        try:
+            exif_gps = read_exif_gps(image)
+        except ImageError:
+            exif_gps = None
+        return dataclasses.replace(result_from_json(json.loads(text)), exif_gps=exif_gps)
 
     async def answer_summary(self, request_id: int, who: Requester) -> AnswerSummary | None:
         """The answer's words again (to redraw a caption with the vote tally)."""
@@ -362,6 +373,12 @@ class BotService:
 
     async def purge_old_records(self) -> int:
         return await self._store.purge_older_than(self._config.store.retention_days)
+
+
+def _answer_key(engine_key: str, area: SearchArea | None) -> str:
+    """What an answer depends on besides the photo: the engine (index, models, settings,
+    calibration) and the search area. A change of either must not serve an old answer."""
+    return hashlib.sha256(f"{engine_key}|{area!r}".encode()).hexdigest()
 
 
 def _summary(result: LocateResult, area_label: str | None) -> AnswerSummary:

@@ -77,6 +77,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (platform, chat_id)
         ) WITHOUT ROWID""",
     ),
+    # 3: answers are reused only for the same photo, search area and engine settings
+    (
+        "ALTER TABLE requests ADD COLUMN answer_key TEXT",
+        "CREATE INDEX requests_by_answer ON requests (image_sha256, answer_key, status)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -234,12 +239,14 @@ class Store:
         assert request_id is not None  # an INSERT into a rowid table always sets it
         return request_id
 
-    async def finish_request(self, request_id: int, result_json: str, index_version: str) -> None:
-        """Keep the engine's answer; it also serves later requests for the same photo."""
+    async def finish_request(self, request_id: int, result_json: str, index_version: str,
+                             answer_key: str) -> None:
+        """Keep the engine's answer; it also serves later requests with the same photo and
+        `answer_key` (what the answer depends on besides the photo: see BotService)."""
         await self._settle(
             request_id,
-            "status = 'done', result_json = ?, index_version = ?",
-            (result_json, index_version),
+            "status = 'done', result_json = ?, index_version = ?, answer_key = ?",
+            (result_json, index_version, answer_key),
         )
 
     async def fail_request(self, request_id: int, error: str) -> None:
@@ -281,13 +288,13 @@ class Store:
             )
         return sorted((_record(row) for row in rows), key=lambda record: record.id)
 
-    async def cached_result(self, image_sha256: str, index_version: str) -> str | None:
-        """The latest answer for the same photo from the same index, if there is one."""
+    async def cached_result(self, image_sha256: str, answer_key: str) -> str | None:
+        """The latest answer for the same photo and answer key, if there is one."""
         rows = await self._read(
             "SELECT result_json FROM requests"
-            " WHERE image_sha256 = ? AND index_version = ? AND status = 'done'"
+            " WHERE image_sha256 = ? AND answer_key = ? AND status = 'done'"
             " ORDER BY finished_at DESC, id DESC LIMIT 1",
-            (image_sha256, index_version),
+            (image_sha256, answer_key),
         )
         return rows[0][0] if rows else None
 

@@ -18,7 +18,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType, ParseMode
-from telegram.error import TelegramError
+from telegram.error import InvalidToken, NetworkError, TelegramError, TimedOut
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -30,6 +30,7 @@ from telegram.ext import (
 )
 
 from bot.config import TelegramConfig
+from bot.errors import StartupFailed
 from bot.format import AnswerSummary
 from bot.progress import EditPacer, progress_text
 from bot.service import Answer, BotService, Refusal, Requester
@@ -285,8 +286,16 @@ class TelegramAdapter:
 
     async def start(self, interrupted: list) -> None:
         app = self.app
-        await app.initialize()
-        await app.bot.set_my_commands(COMMANDS)
+        try:
+            await app.initialize()
+            await app.bot.set_my_commands(COMMANDS)
+        except InvalidToken:
+            raise StartupFailed("Telegram refused the bot token: check GEOSLEUTH_TELEGRAM_TOKEN"
+                                " (or telegram.token)") from None
+        except (NetworkError, TimedOut) as exc:
+            detail = str(exc).replace(self._config.token, "***") if self._config.token else exc
+            raise StartupFailed(f"cannot reach Telegram at {self._config.base_url}: {detail}"
+                                ) from None
         await app.start()
         if self._config.mode == "webhook":
             await app.updater.start_webhook(

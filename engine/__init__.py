@@ -2,7 +2,7 @@
 
 from engine.async_engine import AsyncEngine
 from engine.config import EngineConfig
-from engine.decode import DecodedImage, decode_image
+from engine.decode import DecodedImage, decode_image, read_exif_gps
 from engine.errors import (
     ConfigError,
     DescriptorMismatch,
@@ -56,5 +56,6 @@ __all__ = [
     "Stage",
     "Status",
     "decode_image",
+    "read_exif_gps",
     "result_from_json",
 ]

@@ -73,8 +73,20 @@ class AsyncEngine:
         return self._worker is not None and not self._worker.done() and not self._closing
 
     @property
+    def worker(self) -> asyncio.Task[None] | None:
+        """The task that runs the jobs; it ends only on close(), or when it crashed."""
+        return self._worker
+
+    @property
     def queue_length(self) -> int:
         return len(self._waiting)
+
+    @property
+    def answer_key(self) -> str:
+        """Changes whenever the same photo could get another answer (see Locator)."""
+        if self._locator is None:
+            raise EngineStopped()
+        return self._locator.answer_key
 
     @property
     def index_version(self) -> str:

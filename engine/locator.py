@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from engine.calibration import curve_for
 from engine.config import EngineConfig
-from engine.decode import DecodedImage, decode_image
+from engine.decode import decode_image
 from engine.descriptors import create_descriptor
-from engine.errors import Cancelled, DescriptorMismatch
+from engine.errors import Cancelled, DescriptorMismatch, ImageTooSmall
 from engine.estimate import (
     Candidate,
     Verified,
@@ -29,7 +31,7 @@ from engine.index.feature_store import FeatureStore
 from engine.index.reference_index import ReferenceIndex
 from engine.index.store import ReferenceStore
 from engine.query_views import check_query_config, combine_views, merge_hits, query_views
-from engine.results import LocateResult, Match, Progress, Stage
+from engine.results import LatLon, LocateResult, Match, Progress, Stage
 from engine.verifiers import create_verifier
 from engine.verifiers.base import LocalFeatures, Verification
 
@@ -39,10 +41,11 @@ MAX_CORRESPONDENCES = 300
 
 @dataclass(slots=True)
 class Query:
-    """A decoded query on its way through the funnel."""
+    """A decoded query on its way through the funnel: only the downscaled pixels are kept."""
 
-    decoded: DecodedImage
     picture: np.ndarray  # downscaled like the reference pictures
+    size: tuple[int, int]  # (width, height) of the photo as sent
+    exif_gps: LatLon | None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -95,8 +98,23 @@ class Locator:
         self._cache = _FeatureCache(config.sift.cache_size)
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
                                         thread_name_prefix="verify")
+        self.answer_key = self._answer_key()
         self.descriptor.warm_up()
         self.verifier.warm_up()
+
+    def _answer_key(self) -> str:
+        """A fingerprint of everything but the photo that an answer depends on: the index,
+        the models and their settings, the curve, and the search and estimate settings."""
+        config = self.config
+        parts = {
+            "index": self.index.version,
+            "descriptor": self.descriptor.fingerprint(),
+            "verifier": self.verifier.fingerprint(),
+            "curve": asdict(self.curve),
+            "settings": [asdict(section) for section in (config.decode, config.query,
+                                                         config.search, config.estimate)],
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     @classmethod
     def open(cls, config: EngineConfig) -> Locator:
@@ -125,8 +143,10 @@ class Locator:
 
     def prepare(self, data: bytes) -> Query:
         started = time.perf_counter()
-        decoded = decode_image(data, self.config.decode)
-        query = Query(decoded, self._store.downscale(decoded.rgb))
+        decoded = decode_image(data, self.config.decode, self._store.max_side)
+        if min(decoded.size) < self.config.decode.min_side:
+            raise ImageTooSmall(decoded.size, self.config.decode.min_side)
+        query = Query(self._store.downscale(decoded.rgb), decoded.size, decoded.exif_gps)
         query.timings_ms["decode"] = _ms_since(started)
         return query
 
@@ -190,12 +210,12 @@ class Locator:
             radius_m=answer.radius_m,
             alternatives=answer.alternatives,
             matches=tuple(_match(v) for v in sorted(verified, key=lambda v: -v.inliers)),
-            exif_gps=query.decoded.exif_gps,
+            exif_gps=query.exif_gps,
             timings_ms=dict(timings),
             descriptor=self.descriptor.name,
             verifier=self.verifier.name,
             index_version=self.index.version,
-            query_size=(query.decoded.rgb.shape[1], query.decoded.rgb.shape[0]),
+            query_size=query.size,
             correspondences=correspondences,
             best_reference=None if answer.best is None else answer.best.candidate.entry,
         )
@@ -264,7 +284,7 @@ def _correspondences(
     evidence: Verification, query: Query
 ) -> tuple[tuple[float, float, float, float], ...]:
     """Inlier pairs, query side in the original photo's pixels, reference side in the store's."""
-    scale = query.decoded.rgb.shape[1] / query.picture.shape[1]
+    scale = query.size[0] / query.picture.shape[1]
     pairs = np.hstack([evidence.query_points * scale, evidence.reference_points])
     if len(pairs) > MAX_CORRESPONDENCES:
         pairs = pairs[np.linspace(0, len(pairs) - 1, MAX_CORRESPONDENCES).astype(int)]

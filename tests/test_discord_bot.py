@@ -7,6 +7,7 @@ import io
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -24,9 +25,11 @@ from bot.config import (
     RateLimitConfig,
     StoreConfig,
 )
+from bot.errors import ServiceDied, StartupFailed
 from bot.render import MapStyle
 from bot.runner import run_bots
 from engine.config import EngineConfig, EngineLimits
+from engine.errors import IndexMissing
 from engine.geo import haversine_m
 from tests.conftest import jpeg_bytes
 from tests.fakes import telegram_api
@@ -268,18 +271,66 @@ def test_file_over_the_limit_busy_engine_and_missing_index(tmp_path, street_inde
             await fake.wait_for(lambda c: "busy" in str(c.json), timeout=30)
             return fake.original_response(command)
 
-    async def missing_index():
-        missing = replace(EngineConfig(), index_path=tmp_path / "nothing")
-        async with running_bot(tmp_path / "c", missing) as fake:
-            command = fake.slash_command("locate", GUILD, CHANNEL, ALICE, attachment=photo)
-            await fake.wait_for(lambda c: "right now" in str(c.json), timeout=30)
-            return fake.original_response(command)
-
     (tmp_path / "b").mkdir()
-    (tmp_path / "c").mkdir()
     assert "the limit is" in _run(over_limit_and_busy)["content"]
     assert "Try again in a minute" in _run(busy_engine)["content"]
-    assert "can't locate photos right now" in _run(missing_index)["content"]
+
+
+def _config(tmp_path, engine: EngineConfig, fake: FakeDiscord, token: str | None = None
+            ) -> AppConfig:
+    return AppConfig(engine=engine, map=MapStyle(tiles_enabled=False),
+                     store=StoreConfig(path=tmp_path / "bot.sqlite"),
+                     discord=DiscordConfig(enabled=True, token=token or fake.token))
+
+
+def test_a_missing_index_refuses_to_start_before_connecting(tmp_path):
+    async def scenario():
+        async with FakeDiscord() as fake:
+            missing = replace(EngineConfig(), index_path=tmp_path / "nothing")
+            with fake.patch_discord(), pytest.raises(IndexMissing):
+                await run_bots(_config(tmp_path, missing, fake), asyncio.Event())
+            return fake.calls
+
+    assert _run(scenario) == []
+
+
+def test_a_rejected_token_is_one_reason_and_nothing_is_left_running(tmp_path, street_index):
+    async def scenario():
+        async with FakeDiscord() as fake:
+            with fake.patch_discord(), pytest.raises(StartupFailed) as refused:
+                await run_bots(_config(tmp_path, street_index, fake, token="Bot.WRONG.token"),
+                               asyncio.Event())
+            return str(refused.value)
+
+    reason = _run(scenario)
+    assert reason.startswith("Discord refused the bot token") and "WRONG" not in reason
+
+
+def test_a_dead_gateway_connection_stops_the_process(tmp_path, street_index):
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as fake:
+            bot = next(t for t in asyncio.all_tasks() if t.get_coro().__name__ == "run_bots")
+            await fake.close_gateway(4004)  # authentication failed: discord.py gives up
+            with pytest.raises(ServiceDied, match="Discord gateway connection ended"):
+                await asyncio.wait_for(bot, 30)
+
+    with pytest.raises(ServiceDied):  # running_bot's own wait on the bot sees it too
+        _run(scenario)
+
+
+def test_a_failure_after_defer_still_ends_in_an_answer(tmp_path, street_index, street_queries):
+    photo = (jpeg_bytes(street_queries[0].rgb), "s.jpg", "image/jpeg")
+
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as fake:
+            with sqlite3.connect(tmp_path / "bot.sqlite") as db:
+                db.execute("DROP TABLE requests")  # the store fails under the service
+            command = fake.slash_command("locate", GUILD, CHANNEL, ALICE, attachment=photo)
+            await fake.wait_for(lambda c: "went wrong" in str(c.json), timeout=30)
+            return fake.original_response(command)
+
+    answer = _run(scenario)
+    assert "Something went wrong on my side" in answer["content"]
 
 
 def test_rate_limit_and_guild_controls(tmp_path, street_index, street_queries):

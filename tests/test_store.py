@@ -27,7 +27,7 @@ async def _start(store: Store, chat_id: str = "chat-1", user: str = "u1", sha: s
 
 async def _answered(store: Store, chat_id: str = "chat-1", sha: str = SHA_A) -> int:
     request_id = await _start(store, chat_id, sha=sha)
-    await store.finish_request(request_id, '{"lat": 1}', "idx-1")
+    await store.finish_request(request_id, '{"lat": 1}', "idx-1", "idx-1")
     return request_id
 
 
@@ -73,7 +73,8 @@ def test_version_1_database_is_upgraded_keeping_its_rows(tmp_path: Path) -> None
             assert record is not None
             assert (record.user_name, record.status, record.reply_ref) == ("Ann", "done", None)
             assert record.created_at == "2024-01-01T00:00:00.000000+00:00"
-            assert await store.cached_result(SHA_A, "v1") == "{}"
+            # Kept, but never reused: it may have been searched in an area, by other settings.
+            assert await store.cached_result(SHA_A, "v1") is None
             assert await store.tally(1) == Tally(confirm=("Bob",))
             await store.set_reply_ref(1, "msg-9")
             assert await store.find_by_reply_ref("discord", "c", "msg-9") == (
@@ -115,7 +116,7 @@ def test_pending_request_becomes_done_or_failed_once(tmp_path: Path) -> None:
             assert (pending.status, pending.finished_at) == ("pending", None)
             assert datetime.fromisoformat(pending.created_at).utcoffset() == timedelta(0)
 
-            await store.finish_request(ok, '{"lat": 48.85}', "idx-7")
+            await store.finish_request(ok, '{"lat": 48.85}', "idx-7", "idx-7")
             await store.fail_request(bad, "no match")
 
             done = await store.get_request(ok)
@@ -135,13 +136,13 @@ def test_pending_request_becomes_done_or_failed_once(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_cached_result_matches_only_the_same_photo_and_index_version(tmp_path: Path) -> None:
+def test_cached_result_matches_only_the_same_photo_and_answer_key(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with await Store.open(tmp_path / "bot.sqlite") as store:
             first = await _start(store)
-            await store.finish_request(first, '{"n": 1}', "idx-1")
+            await store.finish_request(first, '{"n": 1}', "idx-1", "idx-1")
             second = await _start(store)
-            await store.finish_request(second, '{"n": 2}', "idx-1")
+            await store.finish_request(second, '{"n": 2}', "idx-1", "idx-1")
             failed = await _start(store)
             await store.fail_request(failed, "boom")
 
@@ -316,7 +317,7 @@ def test_fifty_concurrent_requests_are_all_recorded(tmp_path: Path) -> None:
             "discord", f"chat-{n % 5}", f"user-{n}", f"User {n}", "guild", f"{n:064x}", None
         )
         await asyncio.sleep(0)
-        await store.finish_request(request_id, f'{{"n": {n}}}', "idx-1")
+        await store.finish_request(request_id, f'{{"n": {n}}}', "idx-1", "idx-1")
         return request_id
 
     async def doomed_vote(store: Store) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -21,10 +23,12 @@ from bot.config import (
     StoreConfig,
     TelegramConfig,
 )
+from bot.errors import StartupFailed
 from bot.render import MapStyle
 from bot.runner import run_bots
 from bot.store import Store
 from engine.config import EngineConfig, EngineLimits
+from engine.errors import IndexMissing
 from engine.geo import haversine_m
 from tests.conftest import jpeg_bytes
 from tests.fakes.telegram_api import FakeTelegram, group_chat, private_chat, user
@@ -223,19 +227,91 @@ def test_a_busy_engine_is_said_so(tmp_path, street_index, street_queries):
     assert "Try again in a minute" in reply.params["text"]
 
 
-def test_a_missing_index_is_said_so_and_the_bot_stays_up(tmp_path, street_queries):
+def test_a_missing_index_refuses_to_start_before_connecting(tmp_path):
     missing = replace(EngineConfig(), index_path=tmp_path / "no-index")
 
     async def scenario():
-        async with running_bot(tmp_path, missing) as tg:
-            tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(street_queries[0].rgb))
-            [reply] = await tg.wait_for(lambda c: c.method == "editMessageText"
-                                        and "index" in c.params.get("text", ""), timeout=30)
-            tg.send_text(private_chat(ALICE), ALICE, "/help")
-            await tg.wait_for(lambda c: "Send me a street-level photo" in c.params.get("text", ""))
-            return reply
+        async with FakeTelegram() as tg:
+            config = AppConfig(engine=missing, store=StoreConfig(path=tmp_path / "bot.sqlite"),
+                               telegram=TelegramConfig(enabled=True, token="123:TEST",
+                                                       base_url=tg.base_url))
+            with pytest.raises(IndexMissing, match="geosleuth index build --index"):
+                await run_bots(config, asyncio.Event())
+            return tg.calls
 
-    assert "can't locate photos right now" in _run(scenario).params["text"]
+    assert _run(scenario) == []  # not even getMe: the bot never came up to fail every photo
+
+
+def test_a_rejected_token_or_an_unreachable_telegram_is_one_reason(tmp_path, street_index):
+    async def start(token: str, base_url: str | None) -> str:
+        async with FakeTelegram(token="999:RIGHT") as tg:
+            config = AppConfig(engine=street_index,
+                               store=StoreConfig(path=tmp_path / "bot.sqlite"),
+                               telegram=TelegramConfig(enabled=True, token=token,
+                                                       base_url=base_url or tg.base_url))
+            with pytest.raises(StartupFailed) as refused:
+                await run_bots(config, asyncio.Event())
+            return str(refused.value)
+
+    rejected = _run(lambda: start("123:WRONG", None))
+    unreachable = _run(lambda: start("999:RIGHT", "http://127.0.0.1:9/bot"))
+    assert rejected.startswith("Telegram refused the bot token")
+    assert unreachable.startswith("cannot reach Telegram at http://127.0.0.1:9/bot")
+    assert "WRONG" not in rejected and "RIGHT" not in unreachable
+
+
+def test_old_records_are_purged_while_running_and_no_exif_gps_is_kept(tmp_path, street_index,
+                                                                      street_queries):
+    image = Image.fromarray(street_queries[0].rgb)
+    exif = Image.Exif()
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2], gps[3], gps[4] = "N", (52.0, 31.0, 12.0), "E", (13.0, 24.0, 18.0)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif)
+    database = tmp_path / "bot.sqlite"
+
+    async def scenario():
+        store = StoreConfig(path=database, retention_days=30, purge_interval_s=0.5)
+        async with running_bot(tmp_path, street_index, store=store) as tg:
+            tg.send_document(private_chat(ALICE), ALICE, buffer.getvalue(), "IMG_1.jpg",
+                             "image/jpeg")
+            [answer] = await tg.wait_for("sendPhoto", timeout=30)
+            with sqlite3.connect(database) as db:
+                [(kept,)] = db.execute("SELECT result_json FROM requests").fetchall()
+                db.execute("UPDATE requests SET created_at = '2020-01-01T00:00:00+00:00'")
+            await asyncio.sleep(1.5)  # three rounds of the retention timer
+            with sqlite3.connect(database) as db:
+                left = db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+            return answer, json.loads(kept), left
+
+    answer, kept, left = _run(scenario)
+    assert "own GPS: 52.520000, 13.405000" in answer.params["caption"]  # told, then not kept
+    assert kept["exif_gps"] is None and kept["status"] == "located"
+    assert left == 0
+
+
+def test_an_answer_for_an_area_is_not_reused_for_another_search(tmp_path, street_index,
+                                                               street_queries):
+    photo = jpeg_bytes(street_queries[0].rgb)
+
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as tg:
+            tg.send_photo(private_chat(ALICE), ALICE, photo, caption="/locate Lund, Sweden 3km")
+            await tg.wait_for(lambda c: "no reference photos" in c.params.get("text", ""),
+                              timeout=30)
+            tg.send_photo(private_chat(ALICE), ALICE, photo)
+            [everywhere] = await tg.wait_for("sendPhoto", timeout=30)
+            tg.send_photo(private_chat(ALICE), ALICE, photo, caption="/locate Berlin")
+            _, berlin = await tg.wait_for("sendPhoto", count=2, timeout=30)
+            tg.send_photo(private_chat(ALICE), ALICE, photo, caption="/locate Berlin")
+            *_, again = await tg.wait_for("sendPhoto", count=3, timeout=30)
+            return everywhere, berlin, again
+
+    everywhere, berlin, again = _run(scenario)
+    assert "Located" in everywhere.params["caption"]
+    assert "from the cache" not in everywhere.params["caption"]
+    assert "from the cache" not in berlin.params["caption"]
+    assert "from the cache" in again.params["caption"]  # the same photo, the same area
 
 
 def test_rate_limit_says_when_to_try_again(tmp_path, street_index, street_queries):

@@ -672,6 +672,12 @@ class FakeDiscord:
             raise RuntimeError(f"no gateway session to send {event}: await fake.wait_ready()")
         self._dispatch_to(session, event, copy.deepcopy(data))
 
+    async def close_gateway(self, code: int) -> None:
+        """Close every live gateway connection with `code` (4004: authentication failed,
+        which a client must not retry)."""
+        for connection in list(self._connections):
+            await connection.ws.close(code=code, message=b"closed by the fake")
+
     def request_reconnect(self) -> None:
         """Send op 7 RECONNECT to every live connection (the client then RESUMEs)."""
         for connection in self._connections:

@@ -1,0 +1,14 @@
+"""Why the bot process stops: each is one line for the operator, and a non-zero exit."""
+
+from __future__ import annotations
+
+from engine.errors import GeoSleuthError
+
+
+class StartupFailed(GeoSleuthError):
+    """A chat platform could not be reached or refused the token; nothing was left running."""
+
+
+class ServiceDied(GeoSleuthError):
+    """Something the bot cannot answer without (the engine worker, a platform connection)
+    ended while running: exit so that a service manager restarts the process."""
