@@ -18,10 +18,18 @@ class RateLimiter:
         self._window_s = window_s
         self._clock = clock
         self._hits: dict[str, deque[float]] = {}
+        self._next_prune = clock() + window_s
+
+    def __len__(self) -> int:
+        """Keys remembered: those with a try inside the window, plus at most one window's worth
+        of stale ones (a bot up for months sees every user once and must forget them)."""
+        return len(self._hits)
 
     def retry_after(self, key: str) -> float:
         """Seconds until `key` may try again; 0 means allowed now (and the try is counted)."""
         now = self._clock()
+        if now >= self._next_prune:
+            self._prune(now)
         hits = self._hits.setdefault(key, deque())
         while hits and now - hits[0] >= self._window_s:
             hits.popleft()
@@ -35,3 +43,9 @@ class RateLimiter:
         hits = self._hits.get(key)
         if hits:
             hits.pop()
+
+    def _prune(self, now: float) -> None:
+        """Forget keys whose last try left the window: at most once per window, so O(1) a try."""
+        self._hits = {key: hits for key, hits in self._hits.items()
+                      if hits and now - hits[-1] < self._window_s}
+        self._next_prune = now + self._window_s

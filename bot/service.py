@@ -361,7 +361,8 @@ class BotService:
                 else "the photo itself is not stored")
         return (
             "What GeoSleuth keeps: for each photo, a fingerprint (SHA-256 hash), who sent it in"
-            f" which chat, when, and the answer; {kept}. Recent photos stay in memory only"
+            f" which chat, when, and the answer (without the photo's own GPS); {kept}."
+            " Recent photos stay in memory only"
             " while the evidence button may need them. Confirm/dispute votes are kept with the"
             f" voter's name. Records are deleted after {self._config.store.retention_days} days;"
             " /forget deletes this chat's history now."
