@@ -124,9 +124,9 @@ class QueryConfig:
 @dataclass(frozen=True)
 class SearchConfig:
     top_n: int = 100
-    # XFeat verifies a candidate in ~30 ms on a CPU: twenty of them recover places that vlad
-    # ranks 11th-20th (bench/bench_crosscapture.py: recall@1 54.5 % at 10, 65.3 % at 20).
-    top_k: int = 20
+    # xfeat-vlad ranks a view of the right place among its top 10 for every sf_xs_west query
+    # (bench/bench_crosscapture.py); with `vlad`, 20 recover places it ranks 11th-20th.
+    top_k: int = 10
     ef: int = 200
     similarity_floor: float = 0.0
     cluster_radius_m: float = 40.0
@@ -163,8 +163,9 @@ class EngineLimits:
 @dataclass(frozen=True)
 class EngineConfig:
     index_path: Path = Path("index")
-    descriptor: str = "vlad"
-    # The CPU default chosen by bench/bench_crosscapture.py; "sift" needs no weights at all.
+    # The CPU default funnel chosen by bench/bench_crosscapture.py: VLAD over XFeat's learned
+    # descriptors, verified by XFeat. "vlad" + "sift" need no weights and no PyTorch at all.
+    descriptor: str = "xfeat-vlad"
     verifier: str = "xfeat"
     # Extract reference features at build time and keep them in the index (about 280 KB per
     # photo with `sift`): a CPU query then verifies in a few hundred ms instead of seconds.

@@ -43,7 +43,7 @@ def test_index_build_then_rebuild_reports_what_it_did(capsys, tmp_path, photo_fo
     assert "Indexed 0 new photos" in out and "8 already indexed" in out
     code, out, _ = _run(capsys, "index", "stats", "--index", index, "--json")
     stats = json.loads(out)
-    assert stats["indexed"] == 8 and stats["descriptor"] == "vlad"
+    assert stats["indexed"] == 8 and stats["descriptor"] == "xfeat-vlad"
     assert stats["sources"] == {"synthetic": 8}
     west, south, east, north = stats["bbox"]
     assert west < east and south < north

@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_no_file_means_the_defaults():
     config = load_config(None, env={})
-    assert config.engine.descriptor == "vlad" and config.engine.verifier == "xfeat"
-    assert config.engine.search.top_k == 20
+    assert config.engine.descriptor == "xfeat-vlad" and config.engine.verifier == "xfeat"
+    assert config.engine.search.top_k == 10
 
 
 def test_the_example_config_loads_and_equals_the_defaults():

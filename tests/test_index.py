@@ -39,7 +39,7 @@ def _records(street, folder: Path, views) -> SourceScan:
 def test_build_writes_manifest_catalog_vectors_and_store(street_index):
     index = ReferenceIndex.open(street_index.index_path)
     try:
-        assert index.manifest.descriptor == "vlad"
+        assert index.manifest.descriptor == "xfeat-vlad"
         assert index.manifest.dim == 512
         assert index.manifest.count == len(index) == 10
         entries = index.entries([1, 2])
@@ -97,7 +97,7 @@ def test_index_add_to_a_missing_index_is_refused(tmp_path, street):
 
 
 def test_building_with_another_descriptor_is_refused(street_index):
-    with pytest.raises(DescriptorMismatch, match=r"'vlad'.*'cosplace'"):
+    with pytest.raises(DescriptorMismatch, match=r"'xfeat-vlad'.*'cosplace'"):
         build_index(street_index.index_path, [], EngineConfig(), descriptor_name="cosplace")
 
 
@@ -162,3 +162,50 @@ def test_an_index_with_no_vectors_is_reported_empty(tmp_path, street_index):
     replace(manifest, count=0).save(directory)
     with pytest.raises(EmptyIndex, match="holds no images"):
         ReferenceIndex.open(directory)
+
+
+def test_a_small_area_is_scored_exactly_from_the_stored_rows(street_index, street):
+    index = ReferenceIndex.open(street_index.index_path)
+    try:
+        area = SearchArea.from_bbox(min(v.lon for v in street) - 1e-3,
+                                    min(v.lat for v in street) - 1e-3,
+                                    max(v.lon for v in street) + 1e-3,
+                                    max(v.lat for v in street) + 1e-3)
+        inside = index.area_labels(area)
+        stored = index.vectors.vectors_of(inside)
+        query = stored[3] + 0.5 * stored[5]
+        query /= np.linalg.norm(query)
+        hits = index.search(query, 4, ef=50, area=area)
+        expected = inside[np.argsort(-(stored @ query))[:4]]
+        assert [ref_id for ref_id, _ in hits] == expected.tolist()
+        assert hits[0][1] == pytest.approx(float(stored[3] @ query), abs=1e-2)  # float16 rows
+    finally:
+        index.close()
+
+
+def test_an_index_without_rows_searches_areas_by_filter_until_a_build_adds_them(tmp_path,
+                                                                               street_index,
+                                                                               street):
+    import shutil
+
+    from engine.index.vector_rows import ROWS_NAME
+
+    directory = tmp_path / "older"
+    shutil.copytree(street_index.index_path, directory)
+    (directory / ROWS_NAME).unlink()  # as an index built before vectors.f16 existed
+    area = SearchArea.around(street[0].lat, street[0].lon, 10_000)
+    query = np.ones(512, np.float32) / np.sqrt(512)
+    index = ReferenceIndex.open(directory)
+    try:
+        by_filter = index.search(query, 5, ef=200, area=area)
+    finally:
+        index.close()
+    build_index(directory, [], replace(street_index, index_path=directory))
+    assert (directory / ROWS_NAME).stat().st_size >= 11 * 512 * 2  # labels 1..10, float16
+    index = ReferenceIndex.open(directory)
+    try:
+        exact = index.search(query, 5, ef=200, area=area)
+    finally:
+        index.close()
+    assert [i for i, _ in exact] == [i for i, _ in by_filter]
+    assert [s for _, s in exact] == pytest.approx([s for _, s in by_filter], abs=1e-2)

@@ -102,7 +102,7 @@ def test_a_missing_index_is_a_clear_error(tmp_path):
 
 
 def test_a_query_descriptor_other_than_the_index_is_refused(street_index):
-    with pytest.raises(DescriptorMismatch, match="built with descriptor 'vlad'"):
+    with pytest.raises(DescriptorMismatch, match="built with descriptor 'xfeat-vlad'"):
         Locator.open(replace(street_index, descriptor="cosplace"))
 
 

@@ -37,6 +37,7 @@ from engine.index.catalog import CATALOG_NAME, Catalog, PendingRef
 from engine.index.feature_store import FeatureStore
 from engine.index.manifest import MANIFEST_NAME, Manifest
 from engine.index.store import ReferenceStore
+from engine.index.vector_rows import ROWS_NAME, VectorRows
 from engine.index.vectors import VECTORS_NAME, VectorIndex
 from engine.sources import SourceScan
 from engine.verifiers import create_verifier
@@ -121,9 +122,11 @@ def _build_locked(
         descriptor, manifest = _open_descriptor(directory, catalog, store, config,
                                                 descriptor_name, report)
         vectors = _open_vectors(directory, manifest)
+        rows = _open_rows(directory, manifest, vectors)
         features = _feature_store(directory, manifest, config)
         indexed, failed = _describe_pending(
-            directory, catalog, store, descriptor, features, vectors, manifest, config, report
+            directory, catalog, store, descriptor, features, (vectors, rows), manifest, config,
+            report,
         )
         stats = catalog.stats()
         failures = tuple(catalog.failures())
@@ -253,6 +256,15 @@ def _open_vectors(directory: Path, manifest: Manifest) -> VectorIndex:
     )
 
 
+def _open_rows(directory: Path, manifest: Manifest, vectors: VectorIndex) -> VectorRows:
+    """The exact-scoring rows; an index built before them gets them copied in once."""
+    rows = VectorRows(directory / ROWS_NAME, manifest.dim)
+    labels = vectors.labels()
+    if len(labels) and not rows.covers(labels):
+        rows.write(vectors.vectors_of(labels), labels)
+    return rows
+
+
 @dataclass(slots=True)
 class _Prepared:
     ref_id: int
@@ -286,11 +298,12 @@ def _describe_pending(
     store: ReferenceStore,
     descriptor: GlobalDescriptor,
     features: FeatureStore | None,
-    vectors: VectorIndex,
+    vector_stores: tuple[VectorIndex, VectorRows],
     manifest: Manifest,
     config: EngineConfig,
     report: BuildProgress,
 ) -> tuple[int, int]:
+    vectors, rows = vector_stores
     pending = catalog.pending()
     total = len(pending)
     indexed = failed = 0
@@ -344,8 +357,10 @@ def _describe_pending(
             describe_batch(chunk)
             good = [p for p in chunk if p.vector is not None]
             if good:
-                vectors.add(np.stack([p.vector for p in good]),
-                            np.array([p.ref_id for p in good]))
+                stacked = np.stack([p.vector for p in good])
+                labels = np.array([p.ref_id for p in good])
+                vectors.add(stacked, labels)
+                rows.write(stacked, labels)
             done_rows += [(p.ref_id, p.store_path) for p in good if p.store_path]
             failed_rows += [(p.ref_id, p.error or "unknown") for p in chunk if p.vector is None]
             indexed += len(good)

@@ -67,6 +67,13 @@ class VectorIndex:
         )
         return labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)
 
+    def labels(self) -> np.ndarray:
+        return np.asarray(self._index.get_ids_list(), dtype=np.int64)
+
+    def vectors_of(self, labels: np.ndarray) -> np.ndarray:
+        """The stored vectors (slow: tens of µs each; for a one-time copy, not for queries)."""
+        return np.asarray(self._index.get_items(labels.tolist()), dtype=np.float32)
+
     def save(self, path: Path) -> None:
         """Write atomically, so a crash mid-save keeps the previous checkpoint."""
         tmp = path.with_suffix(".tmp")
