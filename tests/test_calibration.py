@@ -115,6 +115,15 @@ def test_without_a_fit_the_shipped_curve_is_used_and_config_overrides_win(tmp_pa
     assert "overrides" in source
 
 
+def test_an_uncalibrated_verifier_is_not_placed_on_chance_inliers(tmp_path):
+    curve, source = curve_for("lightglue-disk", tmp_path, EstimateConfig())
+    assert source.startswith("uncalibrated")
+    chance = estimate(_answer(30, 15, retrieved=False).verified, EstimateConfig(), curve)
+    assert chance.status.value == "no_match"  # 30 inliers: what learned matchers keep by chance
+    true = estimate(_answer(150, 15, retrieved=True).verified, EstimateConfig(), curve)
+    assert true.status.value == "located"
+
+
 def test_a_broken_calibration_file_is_refused_naming_it(tmp_path):
     (tmp_path / CALIBRATION_FILE).write_text("{not json")
     with pytest.raises(IndexCorrupt, match=CALIBRATION_FILE):
