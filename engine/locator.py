@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -32,6 +31,7 @@ from engine.index.reference_index import ReferenceIndex
 from engine.index.store import ReferenceStore
 from engine.query_views import check_query_config, combine_views, merge_hits, query_views
 from engine.results import LatLon, LocateResult, Match, Progress, Stage
+from engine.threads import worker_pool
 from engine.verifiers import create_verifier
 from engine.verifiers.base import LocalFeatures, Verification
 
@@ -96,8 +96,7 @@ class Locator:
         check_query_config(config.query)
         self._store = ReferenceStore(index.directory)
         self._cache = _FeatureCache(config.sift.cache_size)
-        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
-                                        thread_name_prefix="verify")
+        self._pool = worker_pool(config.neural.cpu_threads, "verify")
         self.answer_key = self._answer_key()
         self.descriptor.warm_up()
         self.verifier.warm_up()

@@ -9,7 +9,6 @@ it has a manifest leaves nothing behind.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections import deque
@@ -40,6 +39,7 @@ from engine.index.store import ReferenceStore
 from engine.index.vector_rows import ROWS_NAME, VectorRows
 from engine.index.vectors import VECTORS_NAME, VectorIndex
 from engine.sources import SourceScan
+from engine.threads import worker_pool
 from engine.verifiers import create_verifier
 
 # (phase, done, total): the CLI turns it into progress bars.
@@ -352,7 +352,7 @@ def _describe_pending(
 
     report("indexing", 0, total)
     done = 0
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with worker_pool(config.neural.cpu_threads, "prepare") as pool:
         for chunk in _prefetched(pool, prepare, pending):
             describe_batch(chunk)
             good = [p for p in chunk if p.vector is not None]

@@ -86,10 +86,13 @@ def create_runtime(config: NeuralConfig, backend: str) -> Runtime:
         )
     torch = import_torch(backend)
     device = select_device(config.device, backend)
+    if config.cpu_threads < 1:
+        raise ConfigError(f"'neural.cpu_threads' is {config.cpu_threads}; it must be 1 or more")
     if device.type == "cpu":
         # Denormal floats make x86 arithmetic many times slower and change no answer here:
-        # flushing them to zero halved DISK's time on the CPU. (A process-wide setting.)
+        # flushing them to zero halved DISK's time on the CPU. (Both are process-wide.)
         torch.set_flush_denormal(True)
+        torch.set_num_threads(config.cpu_threads)
     precision = config.precision
     if precision == "auto":
         precision = "fp16" if device.type == "cuda" else "fp32"
