@@ -23,7 +23,7 @@ import yarl
 from discord import app_commands
 
 from bot.config import DiscordConfig
-from bot.errors import StartupFailed
+from bot.errors import StartupFailed, why_it_ended
 from bot.format import AnswerSummary
 from bot.progress import EditPacer, progress_text
 from bot.service import Answer, BotService, Refusal, Requester
@@ -450,7 +450,8 @@ class DiscordAdapter:
         await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
         if not ready.done():
             ready.cancel()
-            raise StartupFailed(f"the Discord gateway closed during start-up: {_ended(self._task)}")
+            raise StartupFailed("the Discord gateway closed during start-up:"
+                                f" {why_it_ended(self._task)}")
         log.info("discord bot %s started", self.client.user)
         for record in interrupted:
             if record.platform == PLATFORM:
@@ -476,10 +477,3 @@ class DiscordAdapter:
             with contextlib.suppress(Exception):
                 await self._task
 
-
-def _ended(task: asyncio.Task) -> str:
-    """Why a finished task ended, in a few words."""
-    if task.cancelled():
-        return "cancelled"
-    exc = task.exception()
-    return f"{type(exc).__name__}: {exc}" if exc is not None else "it returned"

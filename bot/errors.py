@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from engine.errors import GeoSleuthError
 
 
@@ -12,3 +14,11 @@ class StartupFailed(GeoSleuthError):
 class ServiceDied(GeoSleuthError):
     """Something the bot cannot answer without (the engine worker, a platform connection)
     ended while running: exit so that a service manager restarts the process."""
+
+
+def why_it_ended(task: asyncio.Task) -> str:
+    """Why a finished task ended, in a few words (for the one line the operator reads)."""
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    return f"{type(exc).__name__}: {exc}" if exc is not None else "it returned"

@@ -9,7 +9,7 @@ import signal
 
 from bot.config import AppConfig
 from bot.discord_bot import DiscordAdapter
-from bot.errors import ServiceDied
+from bot.errors import ServiceDied, why_it_ended
 from bot.places import gazetteer
 from bot.service import BotService
 from bot.store import Store
@@ -61,7 +61,7 @@ async def _until_stopped(stop: asyncio.Event, vital: dict[asyncio.Task, str]) ->
         stopping.cancel()
     for task in done:
         if task in vital:
-            reason = "cancelled" if task.cancelled() else (task.exception() or "it returned")
+            reason = why_it_ended(task)
             log.error("%s ended: %s", vital[task], reason)
             raise ServiceDied(f"{vital[task]} ended ({reason}); stopping so a service manager"
                               " can restart GeoSleuth")

@@ -18,7 +18,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType, ParseMode
-from telegram.error import InvalidToken, NetworkError, TelegramError, TimedOut
+from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -292,7 +292,7 @@ class TelegramAdapter:
         except InvalidToken:
             raise StartupFailed("Telegram refused the bot token: check GEOSLEUTH_TELEGRAM_TOKEN"
                                 " (or telegram.token)") from None
-        except (NetworkError, TimedOut) as exc:
+        except NetworkError as exc:  # TimedOut too
             detail = str(exc).replace(self._config.token, "***") if self._config.token else exc
             raise StartupFailed(f"cannot reach Telegram at {self._config.base_url}: {detail}"
                                 ) from None

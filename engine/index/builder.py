@@ -125,7 +125,7 @@ def _build_locked(
         rows = _open_rows(directory, manifest, vectors)
         features = _feature_store(directory, manifest, config)
         indexed, failed = _describe_pending(
-            directory, catalog, store, descriptor, features, (vectors, rows), manifest, config,
+            directory, catalog, store, descriptor, features, vectors, rows, manifest, config,
             report,
         )
         stats = catalog.stats()
@@ -298,12 +298,12 @@ def _describe_pending(
     store: ReferenceStore,
     descriptor: GlobalDescriptor,
     features: FeatureStore | None,
-    vector_stores: tuple[VectorIndex, VectorRows],
+    vectors: VectorIndex,
+    rows: VectorRows,
     manifest: Manifest,
     config: EngineConfig,
     report: BuildProgress,
 ) -> tuple[int, int]:
-    vectors, rows = vector_stores
     pending = catalog.pending()
     total = len(pending)
     indexed = failed = 0

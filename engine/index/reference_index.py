@@ -35,7 +35,7 @@ class ReferenceIndex:
         self._ids, self._lats, self._lons = catalog.indexed_positions()
         rows = VectorRows(directory / ROWS_NAME, manifest.dim)
         # An index built before rows were kept searches areas through the graph's filter.
-        self._rows = rows if rows.covers(self._ids) and rows.exists() else None
+        self._rows = rows if rows.covers(self._ids) else None
 
     @classmethod
     def open(cls, directory: Path) -> ReferenceIndex:

@@ -25,13 +25,6 @@ class VectorRows:
         self._row_bytes = dim * _DTYPE.itemsize
         self._map: np.memmap | None = None
 
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    def exists(self) -> bool:
-        return self._path.is_file()
-
     def covers(self, labels: np.ndarray) -> bool:
         """Whether the file reaches every label (an index built before it had none)."""
         size = self._path.stat().st_size if self._path.is_file() else 0
