@@ -55,10 +55,10 @@ class NeuralConfig:
     device: str = "auto"  # auto (cuda, then mps, then cpu), or a name: cuda, cuda:1, mps, cpu
     precision: str = "auto"  # auto (fp16 on CUDA, fp32 elsewhere), fp32, fp16, bf16
     models_dir: Path = Path("models")
-    # Threads one torch operation may use on the CPU. The engine already keeps every core busy
-    # (candidates verified in parallel, photos prepared in parallel) and more threads per op
-    # oversubscribe them (engine/threads.py has the measurement). Raise it where little runs
-    # in parallel.
+    # Threads one native operation (torch, numpy's BLAS, OpenCV) may use on the CPU. The engine
+    # already keeps every core busy (candidates verified in parallel, photos prepared in
+    # parallel) and more threads per op oversubscribe them (engine/threads.py has the
+    # measurement). Raise it where little runs in parallel.
     cpu_threads: int = 1
 
 

@@ -27,9 +27,3 @@ def test_zero_threads_is_refused_by_name():
     with pytest.raises(ConfigError, match=r"'neural\.cpu_threads' is 0"):
         create_runtime(NeuralConfig(device="cpu", cpu_threads=0), "test")
 
-
-def test_pool_workers_run_torch_ops_with_the_configured_threads():
-    from engine.threads import worker_pool
-
-    with worker_pool(1, "test") as pool:
-        assert set(pool.map(lambda _: torch.get_num_threads(), range(8))) == {1}
