@@ -13,10 +13,10 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-from tqdm import tqdm
-
+from bot.bars import PhaseBars
 from bot.config import AppConfig, load_config
 from bot.format import result_text, timings_text
+from bot.ingest_command import add_ingest_parser
 from engine.errors import GeoSleuthError, SearchAreaError
 from engine.geo import SearchArea, parse_bbox, parse_latlon
 
@@ -110,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_area_options(evaluate)
     evaluate.set_defaults(handler=_run_eval)
 
+    add_ingest_parser(commands)
+
     bots = commands.add_parser("bot", help="run the chat bots the config enables")
     _add_index_option(bots, required=False)
     bots.set_defaults(handler=_run_bots)
@@ -175,26 +177,6 @@ def _with_index(config: AppConfig, args: argparse.Namespace) -> AppConfig:
     return replace(config, engine=replace(config.engine, index_path=args.index))
 
 
-class _Bars:
-    """One tqdm bar per build phase on stderr (so --json output stays clean), closed when done."""
-
-    def __init__(self) -> None:
-        self._bars: dict[str, tqdm] = {}
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        bar = self._bars.get(phase)
-        if bar is None:
-            bar = self._bars[phase] = tqdm(total=total, desc=phase, unit="img", file=sys.stderr,
-                                           dynamic_ncols=True)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    def close(self) -> None:
-        for bar in self._bars.values():
-            bar.close()
-
-
 def _run_index_build(args: argparse.Namespace, config: AppConfig) -> int:
     from engine.index.builder import build_index
     from engine.sources import scan_source
@@ -202,7 +184,7 @@ def _run_index_build(args: argparse.Namespace, config: AppConfig) -> int:
     scans = [scan_source(p) for p in args.paths]
     if args.verbose:
         _print_skipped(args.paths, scans)
-    bars = _Bars()
+    bars = PhaseBars()
     try:
         report = build_index(args.index, scans, config.engine, descriptor_name=args.descriptor,
                              must_exist=args.must_exist, progress=bars)
@@ -320,7 +302,7 @@ def _run_eval(args: argparse.Namespace, config: AppConfig) -> int:
         raise GeoSleuthError("give QUERIES: a folder or CSV of photos with known positions")
     config = _with_index(config, args)
     with tempfile.TemporaryDirectory(prefix="geosleuth-eval-") as scratch:
-        summary = run_eval(args, config, Path(scratch), _search_area(args), _Bars())
+        summary = run_eval(args, config, Path(scratch), _search_area(args), PhaseBars())
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0
@@ -329,7 +311,7 @@ def _run_eval(args: argparse.Namespace, config: AppConfig) -> int:
 def _run_demo(args: argparse.Namespace, config: AppConfig) -> int:
     from bot.demo import run_demo
 
-    return run_demo(args.out, args.views, args.seed, config, _Bars())
+    return run_demo(args.out, args.views, args.seed, config, PhaseBars())
 
 
 def _run_bots(args: argparse.Namespace, config: AppConfig) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from bot.render import MapStyle
 from engine.config import EngineConfig, build_config
 from engine.errors import ConfigError
+from engine.ingest.config import MAPILLARY_TOKEN_ENV, IngestConfig
 
 CONFIG_ENV = "GEOSLEUTH_CONFIG"
 INDEX_ENV = "GEOSLEUTH_INDEX"
@@ -96,12 +97,13 @@ class AppConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
     """Read `path` (or $GEOSLEUTH_CONFIG); no file means the defaults. $GEOSLEUTH_INDEX and
-    the bot secrets ($GEOSLEUTH_TELEGRAM_TOKEN, $GEOSLEUTH_DISCORD_TOKEN,
-    $GEOSLEUTH_TELEGRAM_WEBHOOK_SECRET) win over the file."""
+    the secrets ($GEOSLEUTH_TELEGRAM_TOKEN, $GEOSLEUTH_DISCORD_TOKEN,
+    $GEOSLEUTH_TELEGRAM_WEBHOOK_SECRET, $GEOSLEUTH_MAPILLARY_TOKEN) win over the file."""
     env = os.environ if env is None else env
     if path is None and env.get(CONFIG_ENV):
         path = Path(env[CONFIG_ENV])
@@ -120,6 +122,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         config = replace(config, telegram=replace(config.telegram, token=env[TELEGRAM_TOKEN_ENV]))
     if env.get(DISCORD_TOKEN_ENV):
         config = replace(config, discord=replace(config.discord, token=env[DISCORD_TOKEN_ENV]))
+    if env.get(MAPILLARY_TOKEN_ENV):
+        config = replace(config, ingest=replace(config.ingest,
+                                                mapillary_token=env[MAPILLARY_TOKEN_ENV]))
     if env.get(WEBHOOK_SECRET_ENV):
         config = replace(config, telegram=replace(config.telegram,
                                                   webhook_secret=env[WEBHOOK_SECRET_ENV]))

@@ -139,7 +139,7 @@ def summarise_answer(
     if best is not None and best.inliers:
         reference = (f"{reference_name(best.source, best.source_id)}, {best.inliers} verified"
                      f" correspondences (similarity {best.similarity:.2f})")
-        reference_link = reference_url(best.source, best.source_id)
+        reference_link = best.link or reference_url(best.source, best.source_id)
     exif = None
     if result.exif_gps is not None:
         gps = result.exif_gps
@@ -147,14 +147,15 @@ def summarise_answer(
         if result.located:
             far = haversine_m(gps.lat, gps.lon, result.lat, result.lon)  # type: ignore[arg-type]
             exif += f" ({far:,.0f} m from the visual answer)"
-    attributions = sorted({m.attribution for m in result.matches if m.attribution})
+    # The credit the licence asks for: that of the reference shown as the evidence.
+    credit = best.attribution if best is not None and best.inliers else None
     confidence = f"{result.confidence:.0%} ({confidence_word(result.confidence)})"
     if not result.located:
         return AnswerSummary(
             located=False, headline="No confident match", coordinates=None, dms=None,
             confidence=confidence, radius=None, place=None, osm_url=None, google_url=None,
             reference=reference, reference_url=reference_link, exif=exif,
-            area=area, attribution=", ".join(attributions) or None,
+            area=area, attribution=credit,
             advice="A wider shot that shows more of the street, or the original file (send it"
                    " as a file, which keeps its metadata), may help.",
         )
@@ -165,5 +166,5 @@ def summarise_answer(
         confidence=confidence, radius=f"within about {result.radius_m:,.0f} m", place=place,
         osm_url=osm_url(lat, lon), google_url=google_maps_url(lat, lon), reference=reference,
         reference_url=reference_link, exif=exif, area=area,
-        attribution=", ".join(attributions) or None, advice=None,
+        attribution=credit, advice=None,
     )

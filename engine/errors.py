@@ -262,3 +262,21 @@ class IndexWeightsMismatch(ReferenceIndexError):
             f"{path} has SHA-256 {configured[:16]}…. Configure the weights the index was built "
             "with, or rebuild the index."
         )
+
+
+class IngestError(GeoSleuthError):
+    """A platform could not be crawled; the message names the source and the cause."""
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: {message}")
+
+
+class SourceUnavailable(IngestError):
+    """The platform cannot be reached, or keeps failing after the retries."""
+
+
+class SourceAuthFailed(IngestError):
+    def __init__(self, source: str, status: int) -> None:
+        super().__init__(source, f"the platform refused the request (HTTP {status}): check the"
+                         " access token")

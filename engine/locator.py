@@ -275,8 +275,8 @@ def _match(v: Verified) -> Match:
     e = v.candidate.entry
     return Match(ref_id=e.ref_id, source=e.source, source_id=e.source_id, lat=e.lat, lon=e.lon,
                  similarity=v.candidate.similarity, inliers=v.inliers,
-                 inlier_ratio=v.inlier_ratio, attribution=e.attribution,
-                 place=v.candidate.cluster)
+                 inlier_ratio=v.inlier_ratio, attribution=e.attribution, licence=e.licence,
+                 creator=e.creator, link=e.link, place=v.candidate.cluster)
 
 
 def _correspondences(

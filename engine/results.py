@@ -24,7 +24,10 @@ class ReferenceRecord:
     image_path: str
     heading_deg: float | None = None
     captured_at: str | None = None
-    attribution: str | None = None
+    attribution: str | None = None  # the credit line to show, e.g. "© Jane, CC-BY-SA-4.0"
+    licence: str | None = None  # SPDX id where the platform gives one
+    creator: str | None = None
+    link: str | None = None  # the photo's page on its platform
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,9 @@ class CatalogEntry:
     heading_deg: float | None = None
     captured_at: str | None = None
     attribution: str | None = None
+    licence: str | None = None
+    creator: str | None = None
+    link: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,9 @@ class Match:
     inliers: int | None = None
     inlier_ratio: float | None = None
     attribution: str | None = None
+    licence: str | None = None
+    creator: str | None = None
+    link: str | None = None
     place: int | None = None  # the candidate cluster (place) the search stage put it in
 
 
@@ -136,6 +145,9 @@ class LocateResult:
                     "inliers": m.inliers,
                     "inlier_ratio": None if m.inlier_ratio is None else round(m.inlier_ratio, 4),
                     "attribution": m.attribution,
+                    "licence": m.licence,
+                    "creator": m.creator,
+                    "link": m.link,
                     "place": m.place,
                 }
                 for m in self.matches

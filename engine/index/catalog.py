@@ -24,6 +24,9 @@ CREATE TABLE IF NOT EXISTS refs (
     heading REAL,
     captured_at TEXT,
     attribution TEXT,
+    licence TEXT,
+    creator TEXT,
+    link TEXT,
     original_path TEXT NOT NULL,
     store_path TEXT,
     status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'indexed', 'failed')),
@@ -32,6 +35,8 @@ CREATE TABLE IF NOT EXISTS refs (
 );
 CREATE INDEX IF NOT EXISTS refs_status ON refs (status);
 """
+# Columns added after the first release, each with its type: older catalogues gain them.
+_ADDED_COLUMNS = {"licence": "TEXT", "creator": "TEXT", "link": "TEXT"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,17 @@ class Catalog:
         if not read_only:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
+        # A read-only catalogue from before a column was added reads it as NULL.
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(refs)")}
+        self._added = ", ".join(n if n in present else f"NULL AS {n}" for n in _ADDED_COLUMNS)
+
+    def _add_missing_columns(self) -> None:
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(refs)")}
+        with self._db:
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE refs ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -67,14 +83,15 @@ class Catalog:
         """Insert records not seen before ((source, source_id) decides); return how many."""
         rows = [
             (r.source, r.source_id, r.lat, r.lon, r.heading_deg, r.captured_at, r.attribution,
-             r.image_path)
+             r.licence, r.creator, r.link, r.image_path)
             for r in records
         ]
         with self._lock, self._db:
             before = self._db.total_changes
             self._db.executemany(
                 "INSERT OR IGNORE INTO refs (source, source_id, lat, lon, heading, captured_at,"
-                " attribution, original_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " attribution, licence, creator, link, original_path)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             return self._db.total_changes - before
@@ -122,7 +139,7 @@ class Catalog:
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, source, source_id, lat, lon, store_path, heading, captured_at,"
-                f" attribution FROM refs WHERE id IN ({marks})",
+                f" attribution, {self._added} FROM refs WHERE id IN ({marks})",
                 [int(i) for i in ref_ids],
             ).fetchall()
         return {row[0]: CatalogEntry(*row) for row in rows}

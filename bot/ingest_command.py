@@ -1,0 +1,122 @@
+"""`geosleuth ingest`: crawl the open platforms over an area into an index."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bot.bars import PhaseBars
+from bot.config import AppConfig
+from engine.errors import ConfigError
+from engine.ingest.config import SOURCE_DESCRIPTIONS
+
+EPILOG_HEAD = "sources:\n"
+
+
+def add_ingest_parser(commands: argparse._SubParsersAction) -> None:
+    sources = (f"  {name:<10} {text}" for name, text in SOURCE_DESCRIPTIONS.items())
+    epilog = EPILOG_HEAD + "\n".join(sources)
+    epilog += ("\n\nA run stopped by Ctrl-C or a crash resumes where it was when the same command"
+               "\nruns again; nothing is fetched twice. Images keep their creator, licence and"
+               "\nlink, which answers show.")
+    ingest = commands.add_parser(
+        "ingest", help="crawl street-level imagery of an area from the open platforms",
+        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Crawl an area's street-level imagery from the open platforms into an"
+                    " index: ≈2 km cells, deduplicated, attributed, resumable.")
+    ingest.add_argument("sources", nargs="*", metavar="SOURCE",
+                        help=f"one or more of: {', '.join(SOURCE_DESCRIPTIONS)}")
+    ingest.add_argument("--sources", dest="source_list", metavar="A,B",
+                        help="the sources as one comma-separated list (instead of SOURCE...)")
+    ingest.add_argument("--bbox", required=True, metavar="W,S,E,N",
+                        help="the area in degrees: west,south,east,north")
+    ingest.add_argument("--index", type=Path, required=True, metavar="DIR",
+                        help="index directory (created on the first run)")
+    ingest.add_argument("--instance", metavar="URL",
+                        help="one Panoramax instance's API (default: the meta-catalogue)")
+    ingest.add_argument("--max-images", type=int, metavar="N",
+                        help="stop each source after N new images")
+    ingest.add_argument("--since", metavar="DATE", help="only images captured on or after DATE"
+                        " (YYYY-MM-DD or ISO 8601)")
+    ingest.add_argument("--refresh", action="store_true",
+                        help="only what was captured since the last finished run for this area")
+    ingest.set_defaults(handler=run_ingest)
+
+
+def run_ingest(args: argparse.Namespace, config: AppConfig) -> int:
+    from engine.ingest.area import BBox
+    from engine.ingest.crawl import Crawler, CrawlRequest
+    from engine.ingest.registry import create_platform
+
+    names = list(args.sources) + _split(args.source_list)
+    if not names:
+        raise ConfigError("name at least one source (e.g. 'geosleuth ingest panoramax ...');"
+                          " 'geosleuth ingest --help' lists them")
+    if args.max_images is not None and args.max_images < 1:
+        raise ConfigError(f"--max-images must be at least 1, not {args.max_images}")
+    request = CrawlRequest(bbox=BBox.parse(args.bbox), since=_since(args.since),
+                           refresh=args.refresh, max_images=args.max_images)
+    platforms = [create_platform(name, config.ingest, instance=args.instance)
+                 for name in dict.fromkeys(names)]
+    bars = _SourceBars()
+    builds = PhaseBars()
+    try:
+        summaries = Crawler(args.index, config.engine, config.ingest, progress=bars,
+                            build_progress=builds).run(platforms, request)
+    finally:
+        bars.close()
+        builds.close()
+    failed = False
+    for summary in summaries:
+        print(_summary_line(summary))
+        for reason, count in [*summary.skipped.most_common(3), *summary.failed.most_common(3)]:
+            print(f"  {count}: {reason}")
+        if summary.error:
+            failed = True
+            print(f"geosleuth: error: {summary.error}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def _summary_line(summary) -> str:
+    state = "done" if summary.complete else ("stopped" if summary.error else "partial")
+    return (f"{summary.source} ({state}): {summary.found} found, {summary.new} new,"
+            f" {summary.duplicates} duplicates, {summary.skipped_count} skipped,"
+            f" {summary.failed_count} failed; {summary.added} reference photos added"
+            f" from {summary.cells} cells")
+
+
+def _split(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def _since(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--since {text!r} is not a date (YYYY-MM-DD or ISO 8601)") from None
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _SourceBars:
+    """One bar per source, over its cells, with the new images counted beside it."""
+
+    def __init__(self) -> None:
+        self._bars: dict[str, tqdm] = {}
+
+    def __call__(self, source: str, done: int, total: int, new: int) -> None:
+        bar = self._bars.get(source)
+        if bar is None:
+            bar = self._bars[source] = tqdm(total=total, desc=source, unit="cell",
+                                            file=sys.stderr, dynamic_ncols=True)
+        bar.set_postfix(new=new, refresh=False)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()

@@ -1,0 +1,1 @@
+"""Reference imagery from the open street-level platforms, crawled into an index."""

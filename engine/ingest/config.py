@@ -1,0 +1,46 @@
+"""Settings of `geosleuth ingest`: politeness, batching, and how panoramas are cut."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MAPILLARY_TOKEN_ENV = "GEOSLEUTH_MAPILLARY_TOKEN"
+
+SOURCE_DESCRIPTIONS = {
+    "panoramax": "Panoramax, the federated open platform (STAC API, no token); the"
+                 " meta-catalogue, or one instance with --instance URL",
+    "mapillary": f"Mapillary (Graph API v4); needs a client token in ${MAPILLARY_TOKEN_ENV} or"
+                 " [ingest] mapillary_token",
+}
+
+
+@dataclass(frozen=True)
+class PanoramaConfig:
+    views: int = 8  # perspective views per 360° panorama, headings 360/views apart
+    fov_deg: float = 90.0  # horizontal field of view of each view
+    width: int = 640
+    height: int = 480
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    cell_km: float = 2.0  # the crawl grid; a cell the platform cuts off is split in four
+    max_splits: int = 6  # a cell is split at most this many times (2 km / 64 = 31 m)
+    batch_size: int = 256  # images added to the index per builder run
+    # Images staged before a new index is created: its descriptor learns its vocabulary from
+    # them, so a first batch of a few images would serve the whole crawl badly.
+    first_batch: int = 1000
+    requests_per_s: float = 10.0  # per source, page requests and downloads together
+    concurrency: int = 4  # downloads in flight per source
+    timeout_s: float = 30.0
+    retries: int = 5  # on 429, 5xx and timeouts, with exponential backoff and jitter
+    backoff_s: float = 1.0
+    backoff_max_s: float = 60.0
+    max_image_bytes: int = 30_000_000
+    user_agent: str = "GeoSleuth/0.1 (photo geolocation; reference ingest)"
+    panoramax_url: str = "https://api.panoramax.xyz/api"  # the meta-catalogue
+    mapillary_url: str = "https://graph.mapillary.com"
+    mapillary_tiles_url: str = "https://tiles.mapillary.com/maps/vtp/mly1_public/2"
+    # Prefer $GEOSLEUTH_MAPILLARY_TOKEN; kept out of repr so it never reaches a log line.
+    mapillary_token: str = field(default="", repr=False)
+    panorama: PanoramaConfig = field(default_factory=PanoramaConfig)

@@ -1,0 +1,27 @@
+"""One image as a platform lists it, before anything is downloaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    source: str
+    source_id: str
+    lat: float
+    lon: float
+    image_url: str
+    heading_deg: float | None = None  # compass bearing of the image centre; None if unknown
+    captured_at: str | None = None  # ISO 8601
+    panorama: bool = False  # equirectangular 360°: cut into perspective views before indexing
+    licence: str | None = None
+    creator: str | None = None
+    link: str | None = None  # the image's page on the platform
+
+    @property
+    def credit(self) -> str:
+        """The attribution line an answer shows, e.g. "© jane, CC-BY-SA-4.0 (Mapillary)"."""
+        parts = [f"© {self.creator}" if self.creator else None, self.licence]
+        named = ", ".join(p for p in parts if p)
+        return f"{named} ({self.source})" if named else self.source

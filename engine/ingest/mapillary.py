@@ -1,0 +1,149 @@
+"""Mapillary: Graph API v4 for the images, its coverage vector tiles to find where they are.
+
+An image search takes a bbox under 0.01 square degrees and returns at most `limit` images,
+without paging: the crawl asks cell by cell and splits a cell whose answer is full. Before
+that, the coverage tiles (zoom 14, layer "image") say which cells hold images at all and
+how many, so empty cells cost no search and dense ones come first. The token goes in the
+Authorization header of Graph requests; the tile server takes it as `access_token`.
+All Mapillary imagery is CC BY-SA 4.0.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import mapbox_vector_tile
+import mercantile
+
+from engine.errors import SourceUnavailable
+from engine.ingest.area import BBox
+from engine.ingest.http import PoliteClient
+from engine.ingest.listing import Listing
+from engine.ingest.platform import CellListing
+
+NAME = "mapillary"
+LICENCE = "CC-BY-SA-4.0"
+SEARCH_LIMIT = 2000  # the most one image search returns
+MAX_BBOX_SQ_DEG = 0.01
+COVERAGE_ZOOM = 14
+COVERAGE_LAYER = "image"
+FIELDS = ("id,geometry,computed_geometry,compass_angle,computed_compass_angle,captured_at,"
+          "is_pano,thumb_1024_url,thumb_2048_url,creator")
+
+
+class Mapillary:
+    name = NAME
+
+    def __init__(self, client: PoliteClient, graph_url: str, tiles_url: str, token: str,
+                 *, search_limit: int = SEARCH_LIMIT) -> None:
+        self.client = client
+        self.search_limit = search_limit
+        self.graph_url = graph_url.rstrip("/")
+        self.tiles_url = tiles_url.rstrip("/")
+        self._token = token
+
+    def order_cells(self, cells: list[BBox]) -> list[BBox]:
+        counts = self._coverage(cells)
+        ranked = sorted(range(len(cells)), key=lambda i: -counts[i])
+        return [cells[i] for i in ranked if counts[i] > 0]
+
+    def list_cell(self, cell: BBox, since: str | None) -> CellListing:
+        if (cell.east - cell.west) * (cell.north - cell.south) >= MAX_BBOX_SQ_DEG:
+            return CellListing(complete=False)  # over the API's bbox limit: ask for quarters
+        params: dict[str, Any] = {"bbox": ",".join(f"{v:.7f}" for v in cell.as_list()),
+                                  "fields": FIELDS, "limit": self.search_limit}
+        if since:
+            params["start_captured_at"] = since
+        answer = self.client.get_json(f"{self.graph_url}/images", params)
+        records = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(records, list):
+            raise SourceUnavailable(self.name, "the image search answered without a data list")
+        result = CellListing(complete=len(records) < self.search_limit)
+        for record in records:
+            listing = _listing(record)
+            if isinstance(listing, str):
+                result.malformed.append(listing)
+            elif cell.contains(listing.lat, listing.lon):
+                result.listings.append(listing)
+        return result
+
+    def _coverage(self, cells: list[BBox]) -> list[int]:
+        """Images per cell, counted from the coverage tiles over all the cells."""
+        west = min(c.west for c in cells)
+        south = min(c.south for c in cells)
+        east = max(c.east for c in cells)
+        north = max(c.north for c in cells)
+        counts = [0] * len(cells)
+        for tile in mercantile.tiles(west, south, east, north, COVERAGE_ZOOM):
+            data = self.client.get_bytes(f"{self.tiles_url}/{tile.z}/{tile.x}/{tile.y}",
+                                         {"access_token": self._token})
+            for lon, lat in _points(data, tile):
+                for i, cell in enumerate(cells):
+                    if cell.contains(lat, lon):
+                        counts[i] += 1
+                        break
+        return counts
+
+
+def _points(data: bytes, tile: mercantile.Tile) -> list[tuple[float, float]]:
+    """(lon, lat) of every image point in one coverage tile."""
+    if not data:
+        return []  # the tile server answers an empty body where there is nothing
+    try:
+        layers = mapbox_vector_tile.decode(data)
+    except Exception as exc:  # the decoder raises protobuf's and its own errors alike
+        raise SourceUnavailable(NAME, f"a coverage tile could not be decoded ({exc})") from None
+    layer = layers.get(COVERAGE_LAYER) or {}
+    extent = layer.get("extent", 4096)
+    bounds = mercantile.xy_bounds(tile)
+    points = []
+    for feature in layer.get("features", []):
+        geometry = feature.get("geometry") or {}
+        if geometry.get("type") != "Point":
+            continue
+        x, y = geometry["coordinates"]
+        # Decoded with y pointing up, in tile units: scale into the tile's web-mercator box.
+        mx = bounds.left + (bounds.right - bounds.left) * x / extent
+        my = bounds.bottom + (bounds.top - bounds.bottom) * y / extent
+        points.append(mercantile.lnglat(mx, my))
+    return points
+
+
+def _listing(record: Any) -> Listing | str:
+    if not isinstance(record, dict) or not record.get("id"):
+        return "a record without an id"
+    image_id = str(record["id"])
+    geometry = record.get("computed_geometry") or record.get("geometry") or {}
+    try:
+        lon, lat = (float(v) for v in geometry["coordinates"][:2])
+    except (KeyError, TypeError, ValueError):
+        return f"{image_id} has no point geometry"
+    panorama = bool(record.get("is_pano"))
+    url = record.get("thumb_2048_url") if panorama else record.get("thumb_1024_url")
+    url = url or record.get("thumb_1024_url") or record.get("thumb_2048_url")
+    if not url:
+        return f"{image_id} has no image URL"
+    heading = record.get("computed_compass_angle", record.get("compass_angle"))
+    creator = record.get("creator")
+    return Listing(
+        source=NAME,
+        source_id=image_id,
+        lat=lat,
+        lon=lon,
+        image_url=str(url),
+        heading_deg=float(heading) % 360 if isinstance(heading, int | float) else None,
+        captured_at=_iso(record.get("captured_at")),
+        panorama=panorama,
+        licence=LICENCE,
+        creator=creator.get("username") if isinstance(creator, dict) else None,
+        link=f"https://www.mapillary.com/app/?pKey={image_id}",
+    )
+
+
+def _iso(captured_at: Any) -> str | None:
+    """Mapillary gives capture time in milliseconds since the epoch."""
+    if not isinstance(captured_at, int | float):
+        return None
+    moment = datetime.fromtimestamp(captured_at / 1000, tz=UTC)
+    return moment.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,31 @@
+"""What every platform module offers the crawler: the cells worth asking, and one cell's
+listings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from engine.ingest.area import BBox
+from engine.ingest.http import PoliteClient
+from engine.ingest.listing import Listing
+
+
+@dataclass(slots=True)
+class CellListing:
+    listings: list[Listing] = field(default_factory=list)
+    malformed: list[str] = field(default_factory=list)  # why each unusable record was left out
+    complete: bool = True  # False: the platform cut the answer off; ask for the quarters
+
+
+class Platform(Protocol):
+    name: str
+    client: PoliteClient
+
+    def order_cells(self, cells: list[BBox]) -> list[BBox]:
+        """The cells to crawl, densest first where the platform can tell; empty ones dropped."""
+        ...
+
+    def list_cell(self, cell: BBox, since: str | None) -> CellListing:
+        """Every image in `cell` captured at or after `since` (ISO 8601), all pages."""
+        ...

@@ -1,0 +1,25 @@
+"""The platforms `geosleuth ingest` can crawl, by name, each with its one-line description."""
+
+from __future__ import annotations
+
+from engine.errors import ConfigError
+from engine.ingest.config import MAPILLARY_TOKEN_ENV, SOURCE_DESCRIPTIONS, IngestConfig
+from engine.ingest.http import PoliteClient
+from engine.ingest.mapillary import Mapillary
+from engine.ingest.panoramax import Panoramax
+from engine.ingest.platform import Platform
+
+
+def create_platform(name: str, config: IngestConfig, *, instance: str | None = None
+                    ) -> Platform:
+    if name == "panoramax":
+        return Panoramax(PoliteClient(name, config), instance or config.panoramax_url)
+    if name == "mapillary":
+        token = config.mapillary_token
+        if not token:
+            raise ConfigError(f"mapillary needs a client access token: set ${MAPILLARY_TOKEN_ENV}"
+                              " or [ingest] mapillary_token (mapillary.com/dashboard/developers)")
+        client = PoliteClient(name, config, secret_headers={"Authorization": f"OAuth {token}"})
+        return Mapillary(client, config.mapillary_url, config.mapillary_tiles_url, token)
+    known = ", ".join(SOURCE_DESCRIPTIONS)
+    raise ConfigError(f"unknown source {name!r}; known: {known}")

@@ -1,0 +1,206 @@
+"""`geosleuth ingest` against fakes of the platforms' APIs on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.cli import main
+from engine.config import EngineConfig
+from engine.errors import ConfigError
+from engine.ingest.area import BBox
+from engine.ingest.config import IngestConfig, PanoramaConfig
+from engine.ingest.crawl import Crawler, CrawlRequest
+from engine.ingest.http import PoliteClient
+from engine.ingest.mapillary import Mapillary
+from engine.ingest.registry import create_platform
+from engine.synthetic import make_street
+from tests.fakes.platforms import MAPILLARY_TOKEN, FakeImage, FakePlatform, FakeServer, Faults
+
+ORIGIN = (52.5200, 13.4050)
+BOX = BBox(13.40, 52.515, 13.41, 52.525)
+FAST = EngineConfig(descriptor="vlad", verifier="sift")
+POLITE_BUT_QUICK = IngestConfig(first_batch=4, batch_size=4, backoff_s=0.01, backoff_max_s=0.1,
+                                requests_per_s=200.0)
+
+
+@pytest.fixture(scope="module")
+def street_images() -> list[FakeImage]:
+    views = make_street(seed=11, n_views=10, origin=ORIGIN)
+    return [FakeImage(str(1000 + i), v.lat, v.lon, v.rgb, heading=v.heading_deg)
+            for i, v in enumerate(views)]
+
+
+def _panoramax(server: FakeServer, config: IngestConfig = POLITE_BUT_QUICK):
+    return create_platform("panoramax", config, instance=f"{server.url}/api")
+
+
+def _rows(index: Path) -> list[tuple]:
+    with sqlite3.connect(index / "catalog.sqlite") as db:
+        return db.execute("SELECT source, source_id, heading, licence, creator, link, attribution"
+                          " FROM refs ORDER BY source_id").fetchall()
+
+
+def test_panoramax_pages_retries_and_skips_what_it_cannot_use(tmp_path, street_images):
+    faults = Faults(throttle_first_search=True, fail_image_once="1003", missing_image="1005",
+                    malformed_record=True)
+    fake = FakePlatform(images=list(street_images), faults=faults)
+    with FakeServer("panoramax", fake) as server:
+        crawler = Crawler(tmp_path / "idx", FAST, POLITE_BUT_QUICK)
+        (summary,) = crawler.run([_panoramax(server)], CrawlRequest(BOX))
+
+    assert (summary.found, summary.new, summary.duplicates) == (10, 9, 0)
+    assert summary.skipped == {"broken has no point geometry": 1}
+    assert summary.failed == {"image not available: HTTP 404": 1}
+    assert summary.error is None and summary.complete
+    rows = _rows(tmp_path / "idx")
+    assert [r[1] for r in rows] == [str(1000 + i) for i in range(10) if i != 5]
+    source, _, _, licence, creator, link, credit = rows[0]
+    assert (source, licence, creator) == ("panoramax", "CC-BY-SA-4.0", "jane")
+    assert link == f"{server.url}/#focus=pic&pic=1000"
+    assert credit == "© jane, CC-BY-SA-4.0 (panoramax)"
+    downloads = fake.image_downloads()
+    assert downloads.pop("/pictures/1003/sd.jpg") == 2  # a 500, then the retry
+    assert set(downloads.values()) == {1}
+    assert fake.requests["/api/search"] > 3  # several pages, the first one throttled once
+    assert not (tmp_path / "idx" / "ingest-staging" / "panoramax").exists() or not any(
+        (tmp_path / "idx" / "ingest-staging" / "panoramax").iterdir())
+
+
+def test_a_second_run_and_a_second_instance_fetch_nothing_twice(tmp_path, street_images):
+    first, second = FakePlatform(images=list(street_images)), FakePlatform(
+        images=list(street_images))
+    with FakeServer("panoramax", first) as a, FakeServer("panoramax", second) as b:
+        Crawler(tmp_path / "idx", FAST, POLITE_BUT_QUICK).run([_panoramax(a)],
+                                                              CrawlRequest(BOX))
+        again = Crawler(tmp_path / "idx", FAST, POLITE_BUT_QUICK)
+        (rerun,), (other,) = (again.run([_panoramax(a)], CrawlRequest(BOX)),
+                              again.run([_panoramax(b)], CrawlRequest(BOX)))
+    assert (rerun.new, rerun.duplicates) == (0, 10)
+    assert (other.new, other.duplicates) == (0, 10)
+    assert set(first.image_downloads().values()) == {1}
+    assert not second.image_downloads()
+    assert len(_rows(tmp_path / "idx")) == 10
+
+
+def test_refresh_asks_only_for_what_was_captured_since_the_last_run(tmp_path, street_images):
+    fake = FakePlatform(images=list(street_images[:6]))
+    with FakeServer("panoramax", fake) as server:
+        Crawler(tmp_path / "idx", FAST, POLITE_BUT_QUICK).run([_panoramax(server)],
+                                                              CrawlRequest(BOX))
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        fake.images += [replace(i, captured_at=now) for i in street_images[6:]]
+        (summary,) = Crawler(tmp_path / "idx", FAST, POLITE_BUT_QUICK).run(
+            [_panoramax(server)], CrawlRequest(BOX, refresh=True))
+    assert (summary.found, summary.new, summary.duplicates) == (4, 4, 0)
+    assert len(_rows(tmp_path / "idx")) == 10
+    assert set(fake.image_downloads().values()) == {1}
+
+
+def test_a_panorama_becomes_the_configured_views_with_headings_360_over_n_apart(tmp_path):
+    rng = np.random.default_rng(5)
+    equirect = (rng.random((256, 512, 3)) * 255).astype(np.uint8)
+    pano = FakeImage("pano-1", 52.52, 13.405, equirect, heading=30.0, panorama=True)
+    config = replace(POLITE_BUT_QUICK, panorama=PanoramaConfig(views=6, width=160, height=120))
+    fake = FakePlatform(images=[pano])
+    with FakeServer("panoramax", fake) as server:
+        (summary,) = Crawler(tmp_path / "idx", FAST, config).run([_panoramax(server, config)],
+                                                                 CrawlRequest(BOX))
+    assert (summary.new, summary.added) == (1, 6)
+    rows = _rows(tmp_path / "idx")
+    assert [r[1] for r in rows] == [f"pano-1#v{k}" for k in range(6)]
+    assert [r[2] for r in rows] == [30.0, 90.0, 150.0, 210.0, 270.0, 330.0]
+    assert fake.image_downloads() == {"/pictures/pano-1/hd.jpg": 1}
+
+
+def _mapillary(server: FakeServer, token: str = MAPILLARY_TOKEN, limit: int = 2000) -> Mapillary:
+    client = PoliteClient("mapillary", POLITE_BUT_QUICK,
+                          secret_headers={"Authorization": f"OAuth {token}"})
+    return Mapillary(client, server.url, f"{server.url}/tiles", token, search_limit=limit)
+
+
+def test_mapillary_skips_empty_cells_and_splits_a_full_one(tmp_path, street_images):
+    far = FakeImage("2000", 52.60, 13.50, street_images[0].rgb)
+    fake = FakePlatform(images=[*street_images, far], page_size=6,
+                        faults=Faults(malformed_record=True))
+    wide = BBox(13.39, 52.50, 13.52, 52.62)  # 9 km by 13 km: dozens of cells, two with images
+    with FakeServer("mapillary", fake) as server:
+        (summary,) = Crawler(tmp_path / "idx", FAST, POLITE_BUT_QUICK).run(
+            [_mapillary(server, limit=6)], CrawlRequest(wide))
+    assert summary.cells == 2
+    assert (summary.new, summary.failed_count) == (11, 0)
+    assert summary.skipped["999 has no point geometry"] >= 1
+    assert not any("still full" in reason for reason in summary.skipped)
+    assert fake.requests["/images"] > 2  # the full cell was asked for again in quarters
+    assert set(fake.image_downloads().values()) == {1}
+    rows = _rows(tmp_path / "idx")
+    assert rows[0][3:6] == ("CC-BY-SA-4.0", "jane", "https://www.mapillary.com/app/?pKey=1000")
+
+
+def test_a_wrong_mapillary_token_stops_that_source_in_one_line(tmp_path, street_images, capsys):
+    fake = FakePlatform(images=list(street_images))
+    with FakeServer("mapillary", fake) as server:
+        (summary,) = Crawler(tmp_path / "idx", FAST, POLITE_BUT_QUICK).run(
+            [_mapillary(server, token="MLY|wrong")], CrawlRequest(BOX))
+    assert summary.error == ("mapillary: the platform refused the request (HTTP 401): check the"
+                             " access token")
+    assert "wrong" not in summary.error
+    assert not (tmp_path / "idx").exists()  # nothing half-written
+
+
+def test_mapillary_without_a_token_is_refused_by_name():
+    with pytest.raises(ConfigError, match="GEOSLEUTH_MAPILLARY_TOKEN"):
+        create_platform("mapillary", IngestConfig())
+
+
+def test_offline_each_source_ends_in_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    config = tmp_path / "geosleuth.toml"
+    config.write_text('[ingest]\npanoramax_url = "http://127.0.0.1:9/api"\nretries = 1\n'
+                      'backoff_s = 0.01\n')
+    monkeypatch.setenv("GEOSLEUTH_MAPILLARY_TOKEN", "MLY|secret")
+    monkeypatch.setenv("GEOSLEUTH_CONFIG", str(config))
+    code = main(["ingest", "panoramax", "--bbox", "13.40,52.515,13.41,52.525", "--index",
+                 str(tmp_path / "idx")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1] == ("geosleuth: error: panoramax: cannot reach the STAC API (offline, the host"
+                       " is down, or it kept failing)")
+    assert not (tmp_path / "idx").exists()
+
+
+def test_the_cli_refuses_a_bad_bbox_and_a_bad_date(tmp_path, capsys):
+    assert main(["ingest", "panoramax", "--bbox", "1,2,3", "--index", str(tmp_path)]) == 2
+    assert "is not W,S,E,N" in capsys.readouterr().err
+    assert main(["ingest", "panoramax", "--bbox", "1,2,3,4", "--since", "last week",
+                 "--index", str(tmp_path)]) == 2
+    assert "is not a date" in capsys.readouterr().err
+
+
+def test_attribution_reaches_the_answer(tmp_path, street_images, capsys):
+    """The default funnel locates a held-out view; the answer credits the matched photo."""
+    from bot.format import summarise_answer
+    from engine.locator import Locator
+    from tests.conftest import jpeg_bytes
+
+    references, query = street_images[:4] + street_images[5:], street_images[4]
+    with FakeServer("panoramax", FakePlatform(images=references)) as server:
+        Crawler(tmp_path / "idx", EngineConfig(), POLITE_BUT_QUICK).run([_panoramax(server)],
+                                                                        CrawlRequest(BOX))
+    locator = Locator.open(replace(EngineConfig(), index_path=tmp_path / "idx"))
+    try:
+        result = locator.locate(jpeg_bytes(query.rgb))
+    finally:
+        locator.close()
+    assert result.located
+    summary = summarise_answer(result)
+    best = result.best_match
+    assert summary.attribution == "© jane, CC-BY-SA-4.0 (panoramax)"
+    assert summary.reference_url == f"{server.url}/#focus=pic&pic={best.source_id}"
+    as_json = json.loads(json.dumps(result.to_json()))["matches"][0]
+    assert (as_json["licence"], as_json["creator"]) == ("CC-BY-SA-4.0", "jane")
