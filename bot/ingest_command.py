@@ -86,7 +86,8 @@ def _summary_line(summary) -> str:
     return (f"{summary.source} ({state}): {summary.found} found, {summary.new} new,"
             f" {summary.duplicates} duplicates, {summary.skipped_count} skipped,"
             f" {summary.failed_count} failed; {summary.added} reference photos added"
-            f" from {summary.cells} cells")
+            f" from {summary.cells} cells in {summary.seconds:.0f} s"
+            f" ({summary.index_seconds:.0f} s indexing)")
 
 
 def _split(text: str | None) -> list[str]:

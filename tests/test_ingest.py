@@ -204,3 +204,45 @@ def test_attribution_reaches_the_answer(tmp_path, street_images, capsys):
     assert summary.reference_url == f"{server.url}/#focus=pic&pic={best.source_id}"
     as_json = json.loads(json.dumps(result.to_json()))["matches"][0]
     assert (as_json["licence"], as_json["creator"]) == ("CC-BY-SA-4.0", "jane")
+
+
+def test_a_crawl_stopped_by_sigint_half_way_resumes_and_ingests_each_image_once(tmp_path):
+    """The real command in a child process, interrupted while images are still arriving."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    views = make_street(seed=12, n_views=24, origin=ORIGIN)
+    images = [FakeImage(str(3000 + i), v.lat, v.lon, v.rgb) for i, v in enumerate(views)]
+    fake = FakePlatform(images=images, faults=Faults(image_delay_s=0.1))
+    config = tmp_path / "geosleuth.toml"
+    index = tmp_path / "idx"
+    command = [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())",
+               "--config", str(config), "ingest", "panoramax", "--bbox",
+               "13.40,52.515,13.41,52.525", "--index", str(index)]
+    with FakeServer("panoramax", fake) as server:
+        config.write_text(f'[engine]\ndescriptor = "vlad"\nverifier = "sift"\n[ingest]\n'
+                          f'panoramax_url = "{server.url}/api"\nfirst_batch = 4\n'
+                          'batch_size = 4\nconcurrency = 2\nrequests_per_s = 100.0\n')
+        child = subprocess.Popen(command, cwd=Path(__file__).parents[1],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while sum(fake.image_downloads().values()) < 10 and time.monotonic() < deadline:
+            assert child.poll() is None, child.communicate()
+            time.sleep(0.02)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=120)
+        assert child.returncode == 130, err
+        assert "interrupted" in err
+        fetched_before = sum(fake.image_downloads().values())
+        assert 10 <= fetched_before < len(images)
+
+        resumed = subprocess.run(command, cwd=Path(__file__).parents[1], capture_output=True,
+                                 text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "panoramax (done)" in resumed.stdout
+    assert [r[1] for r in _rows(index)] == [str(3000 + i) for i in range(24)]
+    assert set(fake.image_downloads().values()) == {1}, fake.image_downloads()  # none twice
+    with sqlite3.connect(index / "catalog.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM refs WHERE status='indexed'").fetchone() == (24,)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -63,6 +64,8 @@ class SourceSummary:
     failed: Counter = field(default_factory=Counter)  # images that could not be had
     error: str | None = None  # why the source stopped early, if it did
     complete: bool = False  # every cell crawled (so a later --refresh starts from this run)
+    seconds: float = 0.0
+    index_seconds: float = 0.0  # of which in the builder (downloads go on meanwhile)
 
     @property
     def skipped_count(self) -> int:
@@ -105,6 +108,7 @@ class Crawler:
             for platform in platforms:
                 summary = SourceSummary(platform.name)
                 summaries.append(summary)
+                began = time.perf_counter()
                 try:
                     self._crawl_source(platform, request, state, summary)
                 except IngestError as exc:
@@ -112,10 +116,12 @@ class Crawler:
                     self._flush(state, summaries)  # keep what was fetched before it stopped
                 finally:
                     platform.client.close()
+                    summary.seconds = time.perf_counter() - began
             return summaries
         finally:
+            nothing_kept = state.staged_count() == 0
             state.close()
-            if created and not (self.directory / MANIFEST_NAME).is_file():
+            if created and nothing_kept and not (self.directory / MANIFEST_NAME).is_file():
                 shutil.rmtree(self.directory, ignore_errors=True)  # nothing half-written
 
     def _crawl_source(self, platform: Platform, request: CrawlRequest, state: IngestState,
@@ -134,8 +140,6 @@ class Crawler:
                         self._crawl_cell(platform, cell, since, request, state, summary, pool)
                         state.finish_cell(platform.name, run, cell.key)
                     self._progress(platform.name, done, len(cells), summary.new)
-                    if state.staged_count() >= self._batch_size():
-                        self._flush(state, [summary])
             except _Limit:
                 self._flush(state, [summary])
                 return
@@ -187,6 +191,8 @@ class Crawler:
         try:
             for future in as_completed(futures):
                 self._stage(future, futures[future], state, summary)
+                if state.staged_count() >= self._batch_size():
+                    self._flush(state, [summary])  # the downloads go on meanwhile
         except KeyboardInterrupt:
             # Let what is in flight land, so the resumed run need not fetch it again.
             for future in futures:
@@ -243,12 +249,14 @@ class Crawler:
         if not staged:
             return
         records = tuple(r for s in staged for r in s.records)
+        began = time.perf_counter()
         build_index(self.directory, [SourceScan(records)], self.engine_config,
                     progress=self._build_progress)
         state.mark_indexed(staged)
         by_source = Counter(s.source for s in staged for _ in s.records)
         for summary in summaries:
             summary.added += by_source.get(summary.source, 0)
+        summaries[-1].index_seconds += time.perf_counter() - began
         for item in staged:
             for record in item.records:
                 Path(record.image_path).unlink(missing_ok=True)
