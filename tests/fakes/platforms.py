@@ -68,6 +68,10 @@ class FakePlatform:
             self.requests[path] += 1
             return self.requests[path]
 
+    def requests_total(self) -> int:
+        with self._lock:
+            return sum(self.requests.values())
+
     def image_downloads(self) -> Counter:
         return Counter({p: n for p, n in self.requests.items() if p.endswith(".jpg")})
 
