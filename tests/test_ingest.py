@@ -47,6 +47,48 @@ def _rows(index: Path) -> list[tuple]:
                           " FROM refs ORDER BY source_id").fetchall()
 
 
+SOURCES = ("panoramax", "mapillary", "kartaview", "mapilio", "amsterdam")
+
+
+def _configured(kind: str, url: str, config: IngestConfig) -> IngestConfig:
+    """The config a user would write to point `kind` at `url` (here, its fake)."""
+    return replace(config, panoramax_url=f"{url}/api", mapillary_url=url,
+                   mapillary_tiles_url=f"{url}/tiles", mapillary_token=MAPILLARY_TOKEN,
+                   kartaview_url=url, mapilio_url=url,
+                   mapilio_tiles_url=f"{url}/wmts?z={{z}}&x={{x}}&y={{y}}",
+                   mapilio_cdn_url=f"{url}/im", amsterdam_url=f"{url}/panorama")
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_each_source_pages_retries_skips_and_cuts_panoramas(kind, tmp_path, street_images):
+    rng = np.random.default_rng(8)
+    pano = FakeImage("1010", 52.5203, 13.4052, (rng.random((256, 512, 3)) * 255).astype(np.uint8),
+                     heading=30.0, panorama=True)
+    faults = Faults(throttle_first_search=True, fail_image_once="1003", missing_image="1005",
+                    malformed_record=True)
+    # Mapillary's search does not page: its fake answers up to the limit asked for.
+    fake = FakePlatform(images=[*street_images, pano], faults=faults,
+                        page_size=100 if kind == "mapillary" else 4)
+    views = PanoramaConfig(views=4, width=160, height=120)
+    with FakeServer(kind, fake) as server:
+        config = _configured(kind, server.url, replace(POLITE_BUT_QUICK, panorama=views))
+        (summary,) = Crawler(tmp_path / "idx", FAST, config).run(
+            [create_platform(kind, config)], CrawlRequest(BOX))
+
+    assert summary.error is None and summary.complete
+    assert (summary.found, summary.new, summary.duplicates) == (11, 10, 0)
+    assert summary.failed == {"image not available: HTTP 404": 1}
+    assert summary.skipped_count >= 1  # the malformed record
+    every_one_a_panorama = kind == "amsterdam"
+    assert summary.added == (40 if every_one_a_panorama else 9 + 4)
+    rows = {r[1]: r for r in _rows(tmp_path / "idx")}
+    assert [rows[f"1010#v{k}"][2] for k in range(4)] == [30.0, 120.0, 210.0, 300.0]
+    assert all(r[0] == kind and r[3] and r[6] for r in rows.values())  # licence, credit
+    downloads = fake.image_downloads()
+    assert max(downloads.values()) == 2 and list(downloads.values()).count(2) == 1  # the 500
+    assert sum(downloads.values()) == 12  # 11 images, one asked twice; nothing else again
+
+
 def test_panoramax_pages_retries_and_skips_what_it_cannot_use(tmp_path, street_images):
     faults = Faults(throttle_first_search=True, fail_image_once="1003", missing_image="1005",
                     malformed_record=True)

@@ -11,6 +11,10 @@ SOURCE_DESCRIPTIONS = {
                  " meta-catalogue, or one instance with --instance URL",
     "mapillary": f"Mapillary (Graph API v4); needs a client token in ${MAPILLARY_TOKEN_ENV} or"
                  " [ingest] mapillary_token",
+    "kartaview": "KartaView (photo API 2.0, no token)",
+    "mapilio": "Mapilio (vector tiles and sequence details, no token)",
+    "amsterdam": "Amsterdam Open Panorama, the city's 360-degree imagery of Amsterdam, Weesp,"
+                 " Almere and Amstelveen (no token)",
 }
 
 
@@ -43,4 +47,13 @@ class IngestConfig:
     mapillary_tiles_url: str = "https://tiles.mapillary.com/maps/vtp/mly1_public/2"
     # Prefer $GEOSLEUTH_MAPILLARY_TOKEN; kept out of repr so it never reaches a log line.
     mapillary_token: str = field(default="", repr=False)
+    kartaview_url: str = "https://api.openstreetcam.org"
+    mapilio_url: str = "https://end.mapilio.com"
+    mapilio_tiles_url: str = (
+        "https://geo.mapilio.com/geoserver/gwc/service/wmts?REQUEST=GetTile&SERVICE=WMTS"
+        "&VERSION=1.0.0&LAYER=mapilio:map_points&STYLE=&TILEMATRIX=EPSG:900913:{z}"
+        "&TILEMATRIXSET=EPSG:900913&FORMAT=application/vnd.mapbox-vector-tile&TILECOL={x}"
+        "&TILEROW={y}")
+    mapilio_cdn_url: str = "https://cdn.mapilio.com/im"
+    amsterdam_url: str = "https://api.data.amsterdam.nl/panorama"
     panorama: PanoramaConfig = field(default_factory=PanoramaConfig)

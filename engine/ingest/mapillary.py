@@ -13,7 +13,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import mapbox_vector_tile
 import mercantile
 
 from engine.errors import SourceUnavailable
@@ -21,6 +20,7 @@ from engine.ingest.area import BBox
 from engine.ingest.http import PoliteClient
 from engine.ingest.listing import Listing
 from engine.ingest.platform import CellListing
+from engine.ingest.tiles import tile_points
 
 NAME = "mapillary"
 LICENCE = "CC-BY-SA-4.0"
@@ -78,36 +78,12 @@ class Mapillary:
         for tile in mercantile.tiles(west, south, east, north, COVERAGE_ZOOM):
             data = self.client.get_bytes(f"{self.tiles_url}/{tile.z}/{tile.x}/{tile.y}",
                                          {"access_token": self._token})
-            for lon, lat in _points(data, tile):
+            for lon, lat, _ in tile_points(data, tile, COVERAGE_LAYER, self.name):
                 for i, cell in enumerate(cells):
                     if cell.contains(lat, lon):
                         counts[i] += 1
                         break
         return counts
-
-
-def _points(data: bytes, tile: mercantile.Tile) -> list[tuple[float, float]]:
-    """(lon, lat) of every image point in one coverage tile."""
-    if not data:
-        return []  # the tile server answers an empty body where there is nothing
-    try:
-        layers = mapbox_vector_tile.decode(data)
-    except Exception as exc:  # the decoder raises protobuf's and its own errors alike
-        raise SourceUnavailable(NAME, f"a coverage tile could not be decoded ({exc})") from None
-    layer = layers.get(COVERAGE_LAYER) or {}
-    extent = layer.get("extent", 4096)
-    bounds = mercantile.xy_bounds(tile)
-    points = []
-    for feature in layer.get("features", []):
-        geometry = feature.get("geometry") or {}
-        if geometry.get("type") != "Point":
-            continue
-        x, y = geometry["coordinates"]
-        # Decoded with y pointing up, in tile units: scale into the tile's web-mercator box.
-        mx = bounds.left + (bounds.right - bounds.left) * x / extent
-        my = bounds.bottom + (bounds.top - bounds.bottom) * y / extent
-        points.append(mercantile.lnglat(mx, my))
-    return points
 
 
 def _listing(record: Any) -> Listing | str:

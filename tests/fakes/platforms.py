@@ -1,4 +1,6 @@
-"""Fakes of the Panoramax STAC API and the Mapillary Graph API + coverage tiles on 127.0.0.1.
+"""Fakes of the platforms' APIs on 127.0.0.1: Panoramax (STAC), Mapillary (Graph API and
+coverage tiles), KartaView (photo API 2.0), Mapilio (vector tiles and sequence details) and
+Amsterdam Open Panorama (HAL).
 
 Each answers in its API's documented format, pages where the API pages, and can be told to
 fail: a 429 with Retry-After, a 500, a missing image, a malformed record. Every request is
@@ -58,6 +60,7 @@ class FakePlatform:
     images: list[FakeImage] = field(default_factory=list)
     faults: Faults = field(default_factory=Faults)
     requests: Counter = field(default_factory=Counter)
+    images_asked: Counter = field(default_factory=Counter)
     page_size: int = 4  # Panoramax pages; Mapillary's cap on one search
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _throttled: bool = False
@@ -73,7 +76,9 @@ class FakePlatform:
             return sum(self.requests.values())
 
     def image_downloads(self) -> Counter:
-        return Counter({p: n for p, n in self.requests.items() if p.endswith(".jpg")})
+        """Requests for image files, by path (answered or not)."""
+        with self._lock:
+            return Counter(self.images_asked)
 
     def should_throttle(self) -> bool:
         with self._lock:
@@ -119,6 +124,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(data).encode())
 
     def _image(self, image_id: str) -> None:
+        with self.platform._lock:
+            self.platform.images_asked[urlparse(self.path).path] += 1
         image = self.platform.by_id(image_id)
         if self.platform.faults.image_delay_s:
             time.sleep(self.platform.faults.image_delay_s)
@@ -219,18 +226,8 @@ class _MapillaryHandler(_Handler):
             self._send(404, b"{}")
 
     def _tile(self, tile: mercantile.Tile) -> bytes:
-        bounds = mercantile.xy_bounds(tile)
-        features = []
-        for image in self.platform.images:
-            mx, my = mercantile.xy(image.lon, image.lat)
-            if bounds.left <= mx < bounds.right and bounds.bottom <= my < bounds.top:
-                x = (mx - bounds.left) / (bounds.right - bounds.left) * 4096
-                y = (my - bounds.bottom) / (bounds.top - bounds.bottom) * 4096
-                features.append({"geometry": f"POINT ({x:.0f} {y:.0f})",
-                                 "properties": {"id": int(image.image_id)}})
-        if not features:
-            return b""
-        return mapbox_vector_tile.encode([{"name": "image", "features": features}])
+        points = [(i.lon, i.lat, {"id": int(i.image_id)}) for i in self.platform.images]
+        return _mvt_points(tile, "image", points)
 
     def _search(self, query: dict[str, str]) -> dict:
         bbox = [float(v) for v in query["bbox"].split(",")]
@@ -255,11 +252,138 @@ class _MapillaryHandler(_Handler):
         }
 
 
+def _mvt_points(tile: mercantile.Tile, layer: str,
+                points: list[tuple[float, float, dict]]) -> bytes:
+    """A vector tile with `points` (lon, lat, properties) inside `tile`, y pointing up."""
+    bounds = mercantile.xy_bounds(tile)
+    features = []
+    for lon, lat, props in points:
+        mx, my = mercantile.xy(lon, lat)
+        if bounds.left <= mx < bounds.right and bounds.bottom <= my < bounds.top:
+            x = (mx - bounds.left) / (bounds.right - bounds.left) * 4096
+            y = (my - bounds.bottom) / (bounds.top - bounds.bottom) * 4096
+            features.append({"geometry": f"POINT ({x:.0f} {y:.0f})", "properties": props})
+    if not features:
+        return b""
+    return mapbox_vector_tile.encode([{"name": layer, "features": features}])
+
+
+class _KartaViewHandler(_Handler):
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        self.platform.count(url.path)
+        if url.path == "/2.0/photo/":
+            if self.platform.should_throttle():
+                self._send(429, b"{}", headers={"Retry-After": "1"})
+                return
+            bbox = [float(query["nwLng"]), float(query["seLat"]), float(query["seLng"]),
+                    float(query["nwLat"])]
+            found = self.platform.inside(bbox, None)
+            page, size = int(query["page"]), min(int(query["itemsPerPage"]),
+                                                 self.platform.page_size)
+            data = [self._photo(i) for i in found[(page - 1) * size:page * size]]
+            if self.platform.faults.malformed_record and page == 1:
+                data.append({"id": "777", "lat": None, "lng": "x"})
+            self._json({"status": {"httpCode": 200}, "result": {
+                "data": data, "hasMoreData": page * size < len(found)}})
+        elif url.path.startswith("/files/"):
+            self._image(url.path.split("/")[2].removesuffix(".jpg"))
+        else:
+            self._send(404, b"{}")
+
+    def _photo(self, image: FakeImage) -> dict:
+        return {
+            "id": image.image_id, "lat": f"{image.lat:.7f}", "lng": f"{image.lon:.7f}",
+            "heading": None if image.heading is None else f"{image.heading:.2f}",
+            "shotDate": image.captured_at.replace("T", " ").replace("Z", ".000"),
+            "sequenceId": "55", "sequenceIndex": image.image_id[-2:],
+            "projection": "SPHERE" if image.panorama else "PLANE",
+            "fileurlProc": f"{self.base}/files/{image.image_id}.jpg",
+        }
+
+
+class _AmsterdamHandler(_Handler):
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        self.platform.count(url.path)
+        if url.path == "/panorama/panoramas/":
+            if self.platform.should_throttle():
+                self._send(429, b"{}", headers={"Retry-After": "1"})
+                return
+            found = self.platform.inside([float(v) for v in query["bbox"].split(",")],
+                                         query.get("timestamp_after"))
+            page, size = int(query.get("page", "1")), min(int(query["page_size"]),
+                                                          self.platform.page_size)
+            panoramas = [self._panorama(i) for i in found[(page - 1) * size:page * size]]
+            if self.platform.faults.malformed_record and page == 1:
+                panoramas.append({"pano_id": "TMX-broken", "_links": {}})
+            following = None
+            if page * size < len(found):
+                following = {"href": f"{self.base}/panorama/panoramas/?"
+                             f"{urlencode({**query, 'page': page + 1})}"}
+            self._json({"_links": {"self": {"href": self.base + self.path},
+                                   "next": following or {"href": None}},
+                        "count": len(found), "_embedded": {"panoramas": panoramas}})
+        elif url.path.startswith("/images/"):
+            self._image(url.path.split("/")[2])
+        else:
+            self._send(404, b"{}")
+
+    def _panorama(self, image: FakeImage) -> dict:
+        images = f"{self.base}/images/{image.image_id}"
+        return {
+            "pano_id": image.image_id, "timestamp": image.captured_at,
+            "geometry": {"type": "Point", "coordinates": [image.lon, image.lat, 42.0]},
+            "heading": image.heading, "pitch": 0.1, "roll": -0.2, "mission_year": 2024,
+            "_links": {
+                "self": {"href": f"{self.base}/panorama/panoramas/{image.image_id}/"},
+                "equirectangular_small": {"href": f"{images}/small.jpg"},
+                "equirectangular_medium": {"href": f"{images}/medium.jpg"},
+            },
+        }
+
+
+class _MapilioHandler(_Handler):
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        self.platform.count(url.path)
+        if url.path == "/wmts":
+            z, x, y = (int(query[k]) for k in ("z", "x", "y"))
+            points = [(i.lon, i.lat, self._point(i)) for i in self.platform.images]
+            if self.platform.faults.malformed_record and self.platform.images:
+                first = self.platform.images[0]
+                points.append((first.lon, first.lat, {"id": 424242}))
+            self._send(200, _mvt_points(mercantile.Tile(x, y, z), "map_points", points),
+                       "application/vnd.mapbox-vector-tile")
+        elif url.path == "/api/sequence-detail":
+            if self.platform.should_throttle():
+                self._send(429, b"{}", headers={"Retry-After": "1"})
+                return
+            self._json({"data": [{"id": int(i.image_id), "filename": f"{i.image_id}.jpg",
+                                  "uploaded_hash": "h4sh", "username": i.creator}
+                                 for i in self.platform.images]})
+        elif url.path.startswith("/im/"):
+            self._image(url.path.split("/")[3].removesuffix(".jpg"))  # /im/HASH/FILE/SIZE
+        else:
+            self._send(404, b"{}")
+
+    def _point(self, image: FakeImage) -> dict:
+        height, width = image.rgb.shape[:2]
+        return {"id": int(image.image_id), "sequence_uuid": "seq-1",
+                "capture_time": image.captured_at.replace("T", " ").removesuffix("Z"),
+                "heading": image.heading or 0.0, "resolution": f"{width}x{height}"}
+
+
 class FakeServer:
     """One fake platform on a free loopback port, served from a thread."""
 
     def __init__(self, kind: str, platform: FakePlatform) -> None:
-        handler = {"panoramax": _PanoramaxHandler, "mapillary": _MapillaryHandler}[kind]
+        handler = {"panoramax": _PanoramaxHandler, "mapillary": _MapillaryHandler,
+                   "kartaview": _KartaViewHandler, "amsterdam": _AmsterdamHandler,
+                   "mapilio": _MapilioHandler}[kind]
         self.platform = platform
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
