@@ -175,11 +175,12 @@ def _vpr_position(name: str) -> _Position | None:
 
     Lat/lon fields win; a name with only UTM fields is converted. Heading is read only from
     the benchmark's heading field: datasets that put pitch/yaw in the note field (Pitts30k)
-    give angles relative to the panorama, not to north.
+    give angles relative to the panorama, not to north. Some published sets put a tag before
+    the first '@' (`night@0544...`): the fields are counted from that '@'.
     """
-    if not name.startswith("@"):
+    if "@" not in name:
         return None
-    fields = name.split("@")
+    fields = name[name.index("@"):].split("@")
     lat = _float_field(fields, _VPR_LAT)
     lon = _float_field(fields, _VPR_LON)
     if lat is None or lon is None or not _valid_latlon(lat, lon):
@@ -311,6 +312,9 @@ def _scan_manifest(manifest: Path) -> SourceScan:
                 heading_deg=None if heading is None else heading % 360.0,
                 captured_at=row.get("captured_at") or None,
                 attribution=row.get("attribution") or None,
+                licence=row.get("licence") or None,
+                creator=row.get("creator") or None,
+                link=row.get("link") or None,
             ),
             where,
         )

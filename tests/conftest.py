@@ -63,6 +63,9 @@ def lund_index(tmp_path_factory, lund_split) -> EngineConfig:
     return replace(EngineConfig(), index_path=directory)
 
 
+STREET_CREDIT = "© tester, CC-BY-4.0 (synthetic)"
+
+
 @pytest.fixture(scope="session")
 def street() -> list[SyntheticView]:
     return make_street(seed=3, n_views=15)
@@ -74,10 +77,13 @@ def street_references(tmp_path_factory, street) -> Path:
     folder = tmp_path_factory.mktemp("street")
     with (folder / "refs.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "lat", "lon", "source", "source_id"])
+        writer.writerow(["path", "lat", "lon", "source", "source_id", "attribution",
+                         "licence", "creator", "link"])
         for view in split_every(street, HOLD_OUT_EVERY)[0]:
             (folder / f"{view.name}.jpg").write_bytes(jpeg_bytes(view.rgb))
-            writer.writerow([f"{view.name}.jpg", view.lat, view.lon, "synthetic", view.name])
+            writer.writerow([f"{view.name}.jpg", view.lat, view.lon, "synthetic", view.name,
+                             STREET_CREDIT, "CC-BY-4.0", "tester",
+                             f"https://example.org/street/{view.name}"])
     return folder / "refs.csv"
 
 

@@ -116,6 +116,8 @@ def test_locate_answers_with_an_embed_the_map_and_buttons(tmp_path, street_index
     assert fields["Confidence"].endswith("(high)") and "within about" in fields["Uncertainty"]
     assert "openstreetmap.org" in fields["Maps"] and "google.com/maps" in fields["Maps"]
     assert "verified correspondences" in fields["Best reference"]
+    assert "(https://example.org/street/" in fields["Best reference"]  # linked to its page
+    assert embed["footer"]["text"].startswith("Imagery: © tester, CC-BY-4.0 (synthetic)")
     assert edit.file("map.png")[:8] == b"\x89PNG\r\n\x1a\n"
     assert "/map.png" in embed["image"]["url"]
     buttons = [c["custom_id"] for row in message["components"] for c in row["components"]]

@@ -193,6 +193,17 @@ def test_vpr_file_name_gives_position_heading_and_month(tmp_path: Path) -> None:
     assert record.captured_at == "2013-11"
 
 
+def test_vpr_name_with_a_tag_before_the_first_at_sign_is_read_too(tmp_path: Path) -> None:
+    _photo(tmp_path / f"night{VPR_NAME}", (1.0, 1.0))
+    _photo(tmp_path / "logo@2x.jpg", (1.0, 2.0))  # an '@' that is no VPR name: EXIF decides
+
+    night, logo = sorted(scan_source(tmp_path).records, key=lambda r: r.image_path,
+                         reverse=True)
+
+    assert (night.lat, night.lon, night.heading_deg) == (37.75594, -122.50037, 90.0)
+    assert (logo.lat, logo.lon) == (1.0, 2.0)
+
+
 def test_vpr_name_with_pitch_yaw_note_keeps_position_without_heading(tmp_path: Path) -> None:
     name = "@0584270.35@4477133.61@17@T@40.44287@-79.94950@XXXX@@@@@@pitch1_yaw1@.jpg"
     _photo(tmp_path / name)

@@ -98,6 +98,8 @@ def test_private_photo_gets_progress_map_caption_and_pin(tmp_path, street_index,
     assert haversine_m(view.lat, view.lon, lat, lon) <= 25
     caption = photo.params["caption"]
     assert "Confidence" in caption and "openstreetmap.org" in caption
+    assert "Imagery: © tester, CC-BY-4.0 (synthetic)" in caption  # the matched photo's credit
+    assert '<a href="https://example.org/street/' in caption  # and its page
     assert haversine_m(view.lat, view.lon, pin.params["latitude"], pin.params["longitude"]) <= 25
     keyboard = photo.params["reply_markup"]["inline_keyboard"]
     assert [b["callback_data"].split(":")[0] for row in keyboard for b in row] == [
