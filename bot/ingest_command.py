@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from datetime import datetime
 from pathlib import Path
 
@@ -18,7 +19,9 @@ EPILOG_HEAD = "sources:\n"
 
 
 def add_ingest_parser(commands: argparse._SubParsersAction) -> None:
-    sources = (f"  {name:<10} {text}" for name, text in SOURCE_DESCRIPTIONS.items())
+    sources = (textwrap.fill(text, 78, initial_indent=f"  {name:<11}",
+                             subsequent_indent=" " * 13)
+               for name, text in SOURCE_DESCRIPTIONS.items())
     epilog = EPILOG_HEAD + "\n".join(sources)
     epilog += ("\n\nA run stopped by Ctrl-C or a crash resumes where it was when the same command"
                "\nruns again; nothing is fetched twice. Images keep their creator, licence and"

@@ -196,6 +196,21 @@ def test_a_wrong_mapillary_token_stops_that_source_in_one_line(tmp_path, street_
     assert not (tmp_path / "idx").exists()  # nothing half-written
 
 
+def test_the_token_never_reaches_a_log_line(tmp_path, caplog):
+    """urllib3 logs every retry with its URL, and the tile server takes the token in it."""
+    import logging
+
+    config = replace(POLITE_BUT_QUICK, retries=1)
+    client = PoliteClient("mapillary", config)
+    mapillary = Mapillary(client, "http://127.0.0.1:9", "http://127.0.0.1:9/tiles",
+                          MAPILLARY_TOKEN)  # nothing listens on port 9: every try is retried
+    with caplog.at_level(logging.DEBUG):
+        (summary,) = Crawler(tmp_path / "idx", FAST, config).run([mapillary], CrawlRequest(BOX))
+    assert summary.error.startswith("mapillary: cannot reach http://127.0.0.1:9")
+    assert any("Retrying" in r.getMessage() for r in caplog.records)  # the retry was logged
+    assert "MLY" not in caplog.text and "fake%7Ctoken" not in caplog.text
+
+
 def test_mapillary_without_a_token_is_refused_by_name():
     with pytest.raises(ConfigError, match="GEOSLEUTH_MAPILLARY_TOKEN"):
         create_platform("mapillary", IngestConfig())

@@ -8,6 +8,8 @@ byte cap on every download so a wrong URL cannot fill the disk.
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 import requests
@@ -19,6 +21,21 @@ from engine.errors import SourceAuthFailed, SourceUnavailable
 from engine.ingest.config import IngestConfig
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+CONNECT_RETRIES = 2
+_TOKEN_IN_QUERY = re.compile(r"(access_token=)[^&\s'\"]+", re.IGNORECASE)
+
+
+class _RedactTokens(logging.Filter):
+    """urllib3 logs requests and retries with their URL; a tile server's token is in its query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _TOKEN_IN_QUERY.sub(r"\1[redacted]", record.getMessage())
+        record.args = ()
+        return True
+
+
+for _name in ("urllib3.connectionpool", "urllib3.util.retry"):
+    logging.getLogger(_name).addFilter(_RedactTokens())
 CHUNK_BYTES = 1 << 16
 
 
@@ -105,6 +122,7 @@ def _session(config: IngestConfig) -> requests.Session:
                              burst=max(1, int(config.requests_per_s)))
     retry = Retry(
         total=config.retries,
+        connect=min(CONNECT_RETRIES, config.retries),  # offline is told in seconds, not a minute
         status_forcelist=RETRY_STATUSES,
         backoff_factor=config.backoff_s,
         backoff_max=config.backoff_max_s,
