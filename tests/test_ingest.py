@@ -145,6 +145,20 @@ def test_refresh_asks_only_for_what_was_captured_since_the_last_run(tmp_path, st
     assert set(fake.image_downloads().values()) == {1}
 
 
+def test_max_images_stops_early_and_the_next_run_goes_on_from_there(tmp_path, street_images):
+    older = [replace(i, captured_at="2019-06-01T00:00:00Z") for i in street_images[:2]]
+    fake = FakePlatform(images=older + list(street_images[2:]))
+    with FakeServer("panoramax", fake) as server:
+        crawler = Crawler(tmp_path / "idx", FAST, POLITE_BUT_QUICK)
+        (first,) = crawler.run([_panoramax(server)],
+                               CrawlRequest(BOX, since="2020-01-01T00:00:00Z", max_images=3))
+        (rest,) = crawler.run([_panoramax(server)], CrawlRequest(BOX, since="2020-01-01T00:00:00Z"))
+    assert (first.new, first.complete) == (3, False)
+    assert (rest.new, rest.duplicates, rest.complete) == (5, 3, True)
+    assert [r[1] for r in _rows(tmp_path / "idx")] == [i.image_id for i in street_images[2:]]
+    assert set(fake.image_downloads().values()) == {1}
+
+
 def test_a_panorama_becomes_the_configured_views_with_headings_360_over_n_apart(tmp_path):
     rng = np.random.default_rng(5)
     equirect = (rng.random((256, 512, 3)) * 255).astype(np.uint8)
