@@ -27,7 +27,7 @@ ORIGIN = (52.5200, 13.4050)
 BOX = BBox(13.40, 52.515, 13.41, 52.525)
 FAST = EngineConfig(descriptor="vlad", verifier="sift")
 POLITE_BUT_QUICK = IngestConfig(first_batch=4, batch_size=4, backoff_s=0.01, backoff_max_s=0.1,
-                                requests_per_s=200.0)
+                                requests_per_s=200.0, downloads_per_s=200.0)
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,8 @@ def test_each_source_pages_retries_skips_and_cuts_panoramas(kind, tmp_path, stre
     downloads = fake.image_downloads()
     assert max(downloads.values()) == 2 and list(downloads.values()).count(2) == 1  # the 500
     assert sum(downloads.values()) == 12  # 11 images, one asked twice; nothing else again
+    assert not fake.image_auth_headers  # a token is for the API, never for the image host
+    assert fake.user_agents == {POLITE_BUT_QUICK.user_agent}  # every request names us
 
 
 def test_panoramax_pages_retries_and_skips_what_it_cannot_use(tmp_path, street_images):

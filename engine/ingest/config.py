@@ -34,7 +34,8 @@ class IngestConfig:
     # Images staged before a new index is created: its descriptor learns its vocabulary from
     # them, so a first batch of a few images would serve the whole crawl badly.
     first_batch: int = 1000
-    requests_per_s: float = 10.0  # per source, page requests and downloads together
+    requests_per_s: float = 10.0  # per source, to its API (listings, tiles)
+    downloads_per_s: float = 40.0  # per source, image files (mostly from a CDN)
     concurrency: int = 4  # downloads in flight per source
     timeout_s: float = 30.0
     retries: int = 5  # on 429, 5xx and timeouts, with exponential backoff and jitter

@@ -220,7 +220,7 @@ class Crawler:
 
     def _fetch(self, platform: Platform, item: Listing) -> list[ReferenceRecord]:
         """Download one listing's image into the staging folder; a panorama becomes views."""
-        data = platform.client.get_bytes(item.image_url, missing_ok=True)
+        data = platform.client.download(item.image_url)
         folder = self._staging / item.source
         folder.mkdir(parents=True, exist_ok=True)
         stem = hashlib.sha256(item.source_id.encode()).hexdigest()[:32]

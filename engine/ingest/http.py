@@ -22,6 +22,7 @@ from engine.ingest.config import IngestConfig
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 CONNECT_RETRIES = 2
+CHUNK_BYTES = 1 << 16
 _TOKEN_IN_QUERY = re.compile(r"(access_token=)[^&\s'\"]+", re.IGNORECASE)
 
 
@@ -36,7 +37,6 @@ class _RedactTokens(logging.Filter):
 
 for _name in ("urllib3.connectionpool", "urllib3.util.retry"):
     logging.getLogger(_name).addFilter(_RedactTokens())
-CHUNK_BYTES = 1 << 16
 
 
 class ImageMissing(Exception):
@@ -44,21 +44,28 @@ class ImageMissing(Exception):
 
 
 class PoliteClient:
-    """GET JSON and bytes for one source. A token goes in a header where the platform takes
-    one (never in a message: errors name the host only)."""
+    """GET JSON, tiles and image files for one source.
+
+    Two sessions, each with its own rate limit: the platform's API (`requests_per_s`, and
+    the token headers where the platform takes one) and the image files, which mostly come
+    from a CDN (`downloads_per_s`, and no token: it is not theirs to see). Messages name the
+    host only, never a URL's query.
+    """
 
     def __init__(self, source: str, config: IngestConfig,
                  secret_headers: dict[str, str] | None = None) -> None:
         self.source = source
         self.config = config
-        self.session = _session(config)
+        self.session = _session(config, config.requests_per_s)
         self.session.headers.update(secret_headers or {})
+        self._files = _session(config, config.downloads_per_s)
 
     def close(self) -> None:
         self.session.close()
+        self._files.close()
 
     def get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
-        response = self._get(url, params)
+        response = self._get(self.session, url, params)
         try:
             return response.json()
         except ValueError:
@@ -67,10 +74,18 @@ class PoliteClient:
 
     def get_bytes(self, url: str, params: dict[str, Any] | None = None,
                   *, missing_ok: bool = False) -> bytes:
-        """The body, streamed and cut off at max_image_bytes. With `missing_ok`, a 404/410 or
-        an over-size body raises ImageMissing (one image lost) rather than stopping the
-        source."""
-        response = self._get(url, params, stream=True, missing_ok=missing_ok)
+        """An API resource that is not JSON (a vector tile). With `missing_ok`, a 404/410
+        raises ImageMissing rather than stopping the source."""
+        return self._read_capped(self._get(self.session, url, params, stream=True,
+                                           missing_ok=missing_ok))
+
+    def download(self, url: str) -> bytes:
+        """One image file, streamed and cut off at max_image_bytes; ImageMissing when it
+        cannot be had (404/410, over the cap, cut off, failing after the retries)."""
+        return self._read_capped(self._get(self._files, url, None, stream=True,
+                                           missing_ok=True))
+
+    def _read_capped(self, response: requests.Response) -> bytes:
         cap = self.config.max_image_bytes
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > cap:
@@ -88,11 +103,11 @@ class PoliteClient:
             response.close()
         return bytes(body)
 
-    def _get(self, url: str, params: dict[str, Any] | None, *, stream: bool = False,
-             missing_ok: bool = False) -> requests.Response:
+    def _get(self, session: requests.Session, url: str, params: dict[str, Any] | None, *,
+             stream: bool = False, missing_ok: bool = False) -> requests.Response:
         try:
-            response = self.session.get(url, params=params, timeout=self.config.timeout_s,
-                                        stream=stream)
+            response = session.get(url, params=params, timeout=self.config.timeout_s,
+                                   stream=stream)
         except requests.exceptions.RetryError:
             if missing_ok:
                 raise ImageMissing(f"kept failing after {self.config.retries} retries") from None
@@ -117,9 +132,8 @@ class PoliteClient:
         return response
 
 
-def _session(config: IngestConfig) -> requests.Session:
-    session = LimiterSession(per_second=config.requests_per_s, per_host=False,
-                             burst=max(1, int(config.requests_per_s)))
+def _session(config: IngestConfig, per_second: float) -> requests.Session:
+    session = LimiterSession(per_second=per_second, per_host=False)
     retry = Retry(
         total=config.retries,
         connect=min(CONNECT_RETRIES, config.retries),  # offline is told in seconds, not a minute

@@ -61,13 +61,16 @@ class FakePlatform:
     faults: Faults = field(default_factory=Faults)
     requests: Counter = field(default_factory=Counter)
     images_asked: Counter = field(default_factory=Counter)
+    image_auth_headers: list = field(default_factory=list)  # Authorization sent with a file
+    user_agents: set = field(default_factory=set)
     page_size: int = 4  # Panoramax pages; Mapillary's cap on one search
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _throttled: bool = False
     _failed: set = field(default_factory=set)
 
-    def count(self, path: str) -> int:
+    def count(self, path: str, user_agent: str | None = None) -> int:
         with self._lock:
+            self.user_agents.add(user_agent)
             self.requests[path] += 1
             return self.requests[path]
 
@@ -126,6 +129,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _image(self, image_id: str) -> None:
         with self.platform._lock:
             self.platform.images_asked[urlparse(self.path).path] += 1
+            if self.headers.get("Authorization"):
+                self.platform.image_auth_headers.append(self.headers["Authorization"])
         image = self.platform.by_id(image_id)
         if self.platform.faults.image_delay_s:
             time.sleep(self.platform.faults.image_delay_s)
@@ -141,7 +146,7 @@ class _PanoramaxHandler(_Handler):
     def do_GET(self) -> None:
         url = urlparse(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        self.platform.count(url.path)
+        self.platform.count(url.path, self.headers.get("User-Agent"))
         if url.path == "/api":
             self._json(self._landing())
         elif url.path == "/api/search":
@@ -206,7 +211,7 @@ class _MapillaryHandler(_Handler):
     def do_GET(self) -> None:
         url = urlparse(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        self.platform.count(url.path)
+        self.platform.count(url.path, self.headers.get("User-Agent"))
         if url.path.startswith("/tiles/"):
             if query.get("access_token") != MAPILLARY_TOKEN:
                 self._json({"error": {"message": "Invalid OAuth access token"}}, 401)
@@ -272,7 +277,7 @@ class _KartaViewHandler(_Handler):
     def do_GET(self) -> None:
         url = urlparse(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        self.platform.count(url.path)
+        self.platform.count(url.path, self.headers.get("User-Agent"))
         if url.path == "/2.0/photo/":
             if self.platform.should_throttle():
                 self._send(429, b"{}", headers={"Retry-After": "1"})
@@ -307,7 +312,7 @@ class _AmsterdamHandler(_Handler):
     def do_GET(self) -> None:
         url = urlparse(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        self.platform.count(url.path)
+        self.platform.count(url.path, self.headers.get("User-Agent"))
         if url.path == "/panorama/panoramas/":
             if self.platform.should_throttle():
                 self._send(429, b"{}", headers={"Retry-After": "1"})
@@ -349,7 +354,7 @@ class _MapilioHandler(_Handler):
     def do_GET(self) -> None:
         url = urlparse(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        self.platform.count(url.path)
+        self.platform.count(url.path, self.headers.get("User-Agent"))
         if url.path == "/wmts":
             z, x, y = (int(query[k]) for k in ("z", "x", "y"))
             points = [(i.lon, i.lat, self._point(i)) for i in self.platform.images]
