@@ -87,6 +87,7 @@ def test_each_source_pages_retries_skips_and_cuts_panoramas(kind, tmp_path, stre
     downloads = fake.image_downloads()
     assert max(downloads.values()) == 2 and list(downloads.values()).count(2) == 1  # the 500
     assert sum(downloads.values()) == 12  # 11 images, one asked twice; nothing else again
+    assert fake.retry_wait_s() >= 0.95  # the 429's Retry-After: 1 was honoured
     assert not fake.image_auth_headers  # a token is for the API, never for the image host
     assert fake.user_agents == {POLITE_BUT_QUICK.user_agent}  # every request names us
 

@@ -66,11 +66,14 @@ class FakePlatform:
     page_size: int = 4  # Panoramax pages; Mapillary's cap on one search
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _throttled: bool = False
+    throttled: tuple = ()
+    request_times: list = field(default_factory=list)
     _failed: set = field(default_factory=set)
 
     def count(self, path: str, user_agent: str | None = None) -> int:
         with self._lock:
             self.user_agents.add(user_agent)
+            self.request_times.append((path, time.monotonic()))
             self.requests[path] += 1
             return self.requests[path]
 
@@ -83,12 +86,19 @@ class FakePlatform:
         with self._lock:
             return Counter(self.images_asked)
 
-    def should_throttle(self) -> bool:
+    def should_throttle(self, path: str) -> bool:
+        """True once (the first listing request): answer 429 with Retry-After: 1."""
         with self._lock:
             if self.faults.throttle_first_search and not self._throttled:
                 self._throttled = True
+                self.throttled = (path, time.monotonic())
                 return True
             return False
+
+    def retry_wait_s(self) -> float:
+        """How long after the 429 the same path was asked for again."""
+        path, at = self.throttled
+        return min(t for p, t in self.request_times if p == path and t > at) - at
 
     def should_fail(self, image_id: str) -> bool:
         with self._lock:
@@ -150,7 +160,7 @@ class _PanoramaxHandler(_Handler):
         if url.path == "/api":
             self._json(self._landing())
         elif url.path == "/api/search":
-            if self.platform.should_throttle():
+            if self.platform.should_throttle(url.path):
                 self._send(429, b"{}", headers={"Retry-After": "1"})
                 return
             self._json(self._search(query))
@@ -221,7 +231,7 @@ class _MapillaryHandler(_Handler):
         elif url.path == "/images":
             if self.headers.get("Authorization") != f"OAuth {MAPILLARY_TOKEN}":
                 self._json({"error": {"message": "Invalid OAuth access token"}}, 401)
-            elif self.platform.should_throttle():
+            elif self.platform.should_throttle(url.path):
                 self._send(429, b"{}", headers={"Retry-After": "1"})
             else:
                 self._json(self._search(query))
@@ -279,7 +289,7 @@ class _KartaViewHandler(_Handler):
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         self.platform.count(url.path, self.headers.get("User-Agent"))
         if url.path == "/2.0/photo/":
-            if self.platform.should_throttle():
+            if self.platform.should_throttle(url.path):
                 self._send(429, b"{}", headers={"Retry-After": "1"})
                 return
             bbox = [float(query["nwLng"]), float(query["seLat"]), float(query["seLng"]),
@@ -314,7 +324,7 @@ class _AmsterdamHandler(_Handler):
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         self.platform.count(url.path, self.headers.get("User-Agent"))
         if url.path == "/panorama/panoramas/":
-            if self.platform.should_throttle():
+            if self.platform.should_throttle(url.path):
                 self._send(429, b"{}", headers={"Retry-After": "1"})
                 return
             found = self.platform.inside([float(v) for v in query["bbox"].split(",")],
@@ -364,7 +374,7 @@ class _MapilioHandler(_Handler):
             self._send(200, _mvt_points(mercantile.Tile(x, y, z), "map_points", points),
                        "application/vnd.mapbox-vector-tile")
         elif url.path == "/api/sequence-detail":
-            if self.platform.should_throttle():
+            if self.platform.should_throttle(url.path):
                 self._send(429, b"{}", headers={"Retry-After": "1"})
                 return
             self._json({"data": [{"id": int(i.image_id), "filename": f"{i.image_id}.jpg",
