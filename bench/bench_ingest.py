@@ -35,7 +35,7 @@ from tests.fakes.platforms import (  # noqa: E402
 )
 
 VIEWS_PER_STREET = 20
-AREA = BBox(13.30, 52.45, 13.50, 52.55)  # about 14 km by 11 km of Berlin: dozens of cells
+AREA = BBox(13.38, 52.50, 13.44, 52.54)  # about 4 km by 4.5 km of Berlin: nine cells
 
 
 def main() -> int:
@@ -54,12 +54,14 @@ def main() -> int:
     print(f"generated {len(images)} street views in {time.perf_counter() - started:.0f} s;"
           f" funnel {args.descriptor} + {args.verifier}")
     for kind in ("panoramax", "mapillary"):
-        fake = FakePlatform(images=images, page_size=100)
+        # Panoramax pages by 100; a Mapillary search answers up to the 2,000 it may.
+        fake = FakePlatform(images=images, page_size=100 if kind == "panoramax" else 2000)
         with FakeServer(kind, fake) as server, tempfile.TemporaryDirectory() as scratch:
             platform = _platform(kind, server, config)
             (summary,) = Crawler(Path(scratch) / "idx", engine, config).run(
                 [platform], CrawlRequest(AREA))
         fetching = summary.seconds - summary.index_seconds
+        assert summary.new == len(images), f"{kind}: {summary.new} of {len(images)} ingested"
         print(f"{kind:<10} {summary.new} images, {summary.cells} cells,"
               f" {fake.requests_total()} requests: fetched and staged at"
               f" {summary.new / fetching:.1f} images/s ({fetching:.1f} s), indexed at"
