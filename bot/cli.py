@@ -112,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
 
     add_ingest_parser(commands)
 
+    serve = commands.add_parser("serve", help="the engine over HTTP, for bots on other hosts")
+    _add_index_option(serve, required=False)
+    serve.add_argument("--host", help="address to listen on (default: [server] host)")
+    serve.add_argument("--port", type=_at_least(0), help="port (default: [server] port)")
+    serve.set_defaults(handler=_run_serve)
+
     bots = commands.add_parser("bot", help="run the chat bots the config enables")
     _add_index_option(bots, required=False)
     bots.set_defaults(handler=_run_bots)
@@ -312,6 +318,18 @@ def _run_demo(args: argparse.Namespace, config: AppConfig) -> int:
     from bot.demo import run_demo
 
     return run_demo(args.out, args.views, args.seed, config, PhaseBars())
+
+
+def _run_serve(args: argparse.Namespace, config: AppConfig) -> int:
+    import asyncio
+
+    from engine.server.run import serve
+
+    config = _with_index(config, args)
+    server = replace(config.server, host=args.host or config.server.host,
+                     port=config.server.port if args.port is None else args.port)
+    asyncio.run(serve(config.engine, server))
+    return 0
 
 
 def _run_bots(args: argparse.Namespace, config: AppConfig) -> int:

@@ -17,6 +17,7 @@ from bot.render import MapStyle
 from engine.config import EngineConfig, build_config
 from engine.errors import ConfigError
 from engine.ingest.config import MAPILLARY_TOKEN_ENV, IngestConfig
+from engine.server.config import SERVER_TOKENS_ENV, ServerConfig
 
 CONFIG_ENV = "GEOSLEUTH_CONFIG"
 INDEX_ENV = "GEOSLEUTH_INDEX"
@@ -98,12 +99,14 @@ class AppConfig:
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
     """Read `path` (or $GEOSLEUTH_CONFIG); no file means the defaults. $GEOSLEUTH_INDEX and
     the secrets ($GEOSLEUTH_TELEGRAM_TOKEN, $GEOSLEUTH_DISCORD_TOKEN,
-    $GEOSLEUTH_TELEGRAM_WEBHOOK_SECRET, $GEOSLEUTH_MAPILLARY_TOKEN) win over the file."""
+    $GEOSLEUTH_TELEGRAM_WEBHOOK_SECRET, $GEOSLEUTH_MAPILLARY_TOKEN, $GEOSLEUTH_SERVER_TOKENS) win
+    over the file."""
     env = os.environ if env is None else env
     if path is None and env.get(CONFIG_ENV):
         path = Path(env[CONFIG_ENV])
@@ -122,6 +125,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         config = replace(config, telegram=replace(config.telegram, token=env[TELEGRAM_TOKEN_ENV]))
     if env.get(DISCORD_TOKEN_ENV):
         config = replace(config, discord=replace(config.discord, token=env[DISCORD_TOKEN_ENV]))
+    if env.get(SERVER_TOKENS_ENV):
+        tokens = tuple(t.strip() for t in env[SERVER_TOKENS_ENV].split(",") if t.strip())
+        config = replace(config, server=replace(config.server, tokens=tokens))
     if env.get(MAPILLARY_TOKEN_ENV):
         config = replace(config, ingest=replace(config.ingest,
                                                 mapillary_token=env[MAPILLARY_TOKEN_ENV]))

@@ -94,6 +94,21 @@ class AsyncEngine:
             raise EngineStopped()
         return self._locator.index.version
 
+    def describe_engine(self) -> dict[str, object]:
+        """What serves the answers: index version and size, backends and the device they run
+        on (for /v1/index and the metrics)."""
+        if self._locator is None:
+            raise EngineStopped()
+        locator = self._locator
+        runtime = getattr(locator.verifier, "runtime", None)
+        return {
+            "index_version": locator.index.version,
+            "references": len(locator.index),
+            "descriptor": locator.descriptor.name,
+            "verifier": locator.verifier.name,
+            "device": runtime.label if runtime is not None else "cpu",
+        }
+
     async def reference_picture(self, entry: CatalogEntry) -> np.ndarray:
         """A reference's stored picture (for evidence), read beside the worker, not behind it."""
         if self._locator is None:

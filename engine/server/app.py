@@ -1,0 +1,213 @@
+"""The aiohttp application: /v1/locate, /v1/health, /v1/index and /metrics.
+
+`POST /v1/locate` takes the photo as the raw body (any image type) or as the `photo` field
+of a multipart form, and the area as query parameters (`bbox=W,S,E,N`, or `near=LAT,LON`
+with `radius_km`), and `top_k`. It answers the JSON of `geosleuth locate --json`. With
+`Accept: application/x-ndjson` it streams one JSON object per line: progress events as the
+engine passes its stages, then `{"event": "result", ...}` (or `"error"`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from engine.async_engine import AsyncEngine
+from engine.errors import ConfigError, GeoSleuthError, SearchAreaError
+from engine.geo import SearchArea, parse_bbox, parse_latlon
+from engine.results import LocateResult, Progress
+from engine.server.config import ServerConfig
+from engine.server.errors import BadRequest, http_status
+from engine.server.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+NDJSON = "application/x-ndjson"
+DEFAULT_RADIUS_KM = 5.0
+MULTIPART_OVERHEAD = 16 * 1024  # the form's boundaries and headers around the photo
+ENGINE_KEY = web.AppKey("engine", AsyncEngine)
+METRICS_KEY = web.AppKey("metrics", ServerMetrics)
+BODY_LIMIT_KEY = web.AppKey("body_limit", int)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(engine: AsyncEngine, config: ServerConfig, max_image_bytes: int) -> web.Application:
+    """The application over a started engine; refuses to exist without a token to check."""
+    if not config.tokens:
+        raise ConfigError("geosleuth serve needs at least one bearer token: set"
+                          " $GEOSLEUTH_SERVER_TOKENS or [server] tokens")
+    body_limit = max_image_bytes + MULTIPART_OVERHEAD
+    app = web.Application(middlewares=[_bearer_auth(config.tokens), _typed_refusals(config)],
+                          client_max_size=body_limit)
+    app[BODY_LIMIT_KEY] = body_limit
+    metrics = ServerMetrics(lambda: engine.queue_length)
+    app[ENGINE_KEY] = engine
+    app[METRICS_KEY] = metrics
+    app.router.add_post("/v1/locate", _locate)
+    app.router.add_get("/v1/health", _health)
+    app.router.add_get("/v1/index", _index)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+def _bearer_auth(tokens: tuple[str, ...]) -> Any:
+    """Every path but the health check needs one of the tokens; compared in constant time."""
+    expected = [t.encode() for t in tokens]
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/v1/health":
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, offered = header.partition(" ")
+        given = offered.strip().encode()
+        matched = False
+        for token in expected:  # no early exit: the time does not tell which one is close
+            matched |= hmac.compare_digest(given, token)
+        if scheme.lower() != "bearer" or not matched:
+            return _refusal(401, "unauthorized", "a valid bearer token is needed",
+                            {"WWW-Authenticate": 'Bearer realm="geosleuth"'})
+        return await handler(request)
+
+    return check
+
+
+def _typed_refusals(config: ServerConfig) -> Any:
+    """Engine errors become their HTTP status with one line of reason; nothing else leaks."""
+
+    @web.middleware
+    async def answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+        metrics = request.app[METRICS_KEY]
+        try:
+            return await handler(request)
+        except GeoSleuthError as exc:
+            status, kind = http_status(exc)
+            metrics.errors.labels(kind).inc()
+            if request.path == "/v1/locate":
+                metrics.requests.labels(kind).inc()
+            headers = {"Retry-After": str(config.retry_after_s)} if status == 503 else None
+            return _refusal(status, kind, str(exc), headers)
+        except web.HTTPRequestEntityTooLarge:
+            metrics.errors.labels("too_large").inc()
+            metrics.requests.labels("too_large").inc()
+            limit = request.app[BODY_LIMIT_KEY]
+            return _refusal(413, "too_large", f"the request body is over the limit of"
+                            f" {limit:,} bytes; send a smaller or recompressed copy")
+
+    return answer
+
+
+def _refusal(status: int, kind: str, message: str,
+             headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": kind, "message": message}, status=status,
+                             headers=headers)
+
+
+async def _locate(request: web.Request) -> web.StreamResponse:
+    engine, metrics = request.app[ENGINE_KEY], request.app[METRICS_KEY]
+    started = time.perf_counter()
+    area, top_k = _area(request), _top_k(request)
+    data = await _photo(request)
+    if NDJSON not in request.headers.get("Accept", ""):
+        result = await engine.locate(data, area=area, top_k=top_k)
+        _count(metrics, result, started)
+        return web.json_response(result.to_json())
+
+    stream = web.StreamResponse(headers={"Content-Type": NDJSON})
+    await stream.prepare(request)
+
+    async def send(event: dict[str, Any]) -> None:
+        await stream.write(json.dumps(event).encode() + b"\n")
+
+    async def progress(event: Progress) -> None:
+        await send({"event": "progress", "stage": event.stage.value,
+                    "position": event.position, "step": event.step, "total": event.total})
+
+    try:
+        result = await engine.locate(data, area=area, top_k=top_k, on_progress=progress)
+    except GeoSleuthError as exc:  # the status line is sent: the refusal goes in the stream
+        status, kind = http_status(exc)
+        metrics.errors.labels(kind).inc()
+        metrics.requests.labels(kind).inc()
+        await send({"event": "error", "status": status, "error": kind, "message": str(exc)})
+    else:
+        _count(metrics, result, started)
+        await send({"event": "result", "result": result.to_json()})
+    await stream.write_eof()
+    return stream
+
+
+def _count(metrics: ServerMetrics, result: LocateResult, started: float) -> None:
+    metrics.requests.labels(result.status.value).inc()
+    metrics.request_seconds.observe(time.perf_counter() - started)
+    for stage, ms in result.timings_ms.items():
+        metrics.stage_seconds.labels(stage).observe(ms / 1000)
+
+
+async def _photo(request: web.Request) -> bytes:
+    if request.content_type == "multipart/form-data":
+        form = await request.post()
+        field = form.get("photo")
+        if field is None or isinstance(field, str):
+            raise BadRequest("the multipart form needs the photo as a file field 'photo'")
+        return field.file.read()
+    return await request.read()
+
+
+def _area(request: web.Request) -> SearchArea | None:
+    query = request.query
+    if "bbox" in query and "near" in query:
+        raise SearchAreaError("give either bbox or near, not both")
+    if "bbox" in query:
+        return parse_bbox(query["bbox"])
+    if "near" in query:
+        lat, lon = parse_latlon(query["near"])
+        return SearchArea.around(lat, lon, _number(query, "radius_km", DEFAULT_RADIUS_KM) * 1000)
+    if "radius_km" in query:
+        raise SearchAreaError("radius_km needs near=LAT,LON (the centre of the circle)")
+    return None
+
+
+def _top_k(request: web.Request) -> int | None:
+    if "top_k" not in request.query:
+        return None
+    value = _number(request.query, "top_k", 0)
+    if value < 1 or not float(value).is_integer():
+        raise BadRequest(f"top_k must be a whole number of at least 1, not {value:g}")
+    return int(value)
+
+
+def _number(query: Any, name: str, default: float) -> float:
+    try:
+        return float(query.get(name, default))
+    except ValueError:
+        raise BadRequest(f"{name} must be a number, not {query[name]!r}") from None
+
+
+async def _health(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE_KEY]
+    if not engine.healthy:
+        return web.json_response({"status": "unavailable"}, status=503)
+    return web.json_response({"status": "ready", "queue": engine.queue_length})
+
+
+async def _index(request: web.Request) -> web.Response:
+    return web.json_response(request.app[ENGINE_KEY].describe_engine())
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    engine, metrics = request.app[ENGINE_KEY], request.app[METRICS_KEY]
+    if engine.healthy:
+        described = engine.describe_engine()
+        metrics.references.set(float(described["references"]))  # type: ignore[arg-type]
+        metrics.model.labels(described["descriptor"], described["verifier"],
+                             described["device"]).set(1)
+    body = generate_latest(metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,51 @@
+"""The HTTP answer for each refusal: a status a client can act on, and one line of reason."""
+
+from __future__ import annotations
+
+from engine.errors import (
+    AnimatedImage,
+    EmptyImage,
+    EngineBusy,
+    EngineFailed,
+    EngineStopped,
+    EngineTimeout,
+    FileTooLarge,
+    GeoSleuthError,
+    ImageError,
+    ImageTooSmall,
+    NotAnImage,
+    SearchAreaError,
+    TooManyPixels,
+    TruncatedImage,
+)
+
+
+class BadRequest(GeoSleuthError):
+    """A request the server cannot take as it is (a missing field, a wrong parameter)."""
+
+
+# Most specific first: the first class the error is an instance of decides.
+_STATUS: tuple[tuple[type[GeoSleuthError], int, str], ...] = (
+    (FileTooLarge, 413, "too_large"),
+    (TooManyPixels, 413, "too_many_pixels"),
+    (NotAnImage, 415, "not_an_image"),
+    (EmptyImage, 422, "empty"),
+    (TruncatedImage, 422, "broken_image"),
+    (AnimatedImage, 422, "animated"),
+    (ImageTooSmall, 422, "too_small"),
+    (ImageError, 422, "bad_image"),
+    (SearchAreaError, 400, "bad_area"),
+    (BadRequest, 400, "bad_request"),
+    (EngineBusy, 503, "busy"),
+    (EngineTimeout, 504, "timeout"),
+    (EngineStopped, 503, "stopped"),
+    (EngineFailed, 503, "engine_failed"),
+)
+
+
+def http_status(exc: GeoSleuthError) -> tuple[int, str]:
+    """(HTTP status, short kind for the JSON body and the error metric)."""
+    for cls, status, kind in _STATUS:
+        if isinstance(exc, cls):
+            return status, kind
+    return 500, "error"

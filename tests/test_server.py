@@ -1,0 +1,231 @@
+"""`geosleuth serve` over 127.0.0.1: auth, refusals, streaming, the CLI's JSON, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from engine.async_engine import AsyncEngine
+from engine.config import EngineLimits
+from engine.locator import Locator
+from engine.server.app import create_app
+from engine.server.config import ServerConfig
+from tests.conftest import jpeg_bytes
+
+TOKENS = ("bot-one-secret-token", "bot-two-secret-token")
+AUTH = {"Authorization": f"Bearer {TOKENS[1]}"}
+
+
+@asynccontextmanager
+async def serving(engine_config, *, max_image_bytes: int = 20_000_000, **limits):
+    engine = AsyncEngine(lambda: Locator.open(engine_config),
+                         replace(EngineLimits(), **limits))
+    await engine.start()
+    server = TestServer(create_app(engine, ServerConfig(tokens=TOKENS), max_image_bytes),
+                        host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with ClientSession(str(server.make_url(""))) as client:
+            yield client, engine
+    finally:
+        await server.close()
+        await engine.close()
+
+
+def _run(scenario):
+    return asyncio.run(scenario())
+
+
+def test_without_or_with_a_wrong_token_nothing_is_located(street_index, street_queries, caplog):
+    photo = jpeg_bytes(street_queries[0].rgb)
+
+    async def scenario():
+        async with serving(street_index) as (client, _):
+            statuses = []
+            for headers in ({}, {"Authorization": "Bearer nope"},
+                            {"Authorization": f"Basic {TOKENS[0]}"}):
+                async with client.post("/v1/locate", data=photo, headers=headers) as response:
+                    statuses.append((response.status, (await response.json())["error"],
+                                     response.headers.get("WWW-Authenticate")))
+            async with client.get("/metrics") as response:
+                statuses.append((response.status, None, None))
+            return statuses
+
+    with caplog.at_level(logging.DEBUG):
+        statuses = _run(scenario)
+    assert statuses[:3] == [(401, "unauthorized", 'Bearer realm="geosleuth"')] * 3
+    assert statuses[3][0] == 401
+    assert not any(token in caplog.text for token in TOKENS)
+
+
+def test_locate_answers_the_json_of_the_cli(street_index, street_queries):
+    view = street_queries[0]
+    photo = jpeg_bytes(view.rgb)
+
+    async def scenario():
+        async with serving(street_index) as (client, _):
+            async with client.post("/v1/locate", data=photo, headers=AUTH) as response:
+                raw = (response.status, await response.json())
+            form = {"photo": io.BytesIO(photo)}
+            async with client.post("/v1/locate?top_k=5", data=form,
+                                   headers={"Authorization": f"Bearer {TOKENS[0]}"}) as response:
+                multipart = (response.status, await response.json())
+            return raw, multipart
+
+    (status, served), (form_status, by_form) = _run(scenario)
+    locator = Locator.open(street_index)
+    try:
+        local = json.loads(json.dumps(locator.locate(photo).to_json()))
+    finally:
+        locator.close()
+    assert status == 200 and form_status == 200
+    for answer in (served, by_form):
+        assert answer.keys() == local.keys()
+        assert (answer["status"], answer["lat"], answer["lon"]) == (
+            local["status"], local["lat"], local["lon"])
+    assert served["matches"] == [m | {"similarity": m["similarity"]} for m in local["matches"]]
+
+
+def test_bad_input_is_refused_with_its_status_and_one_line(street_index, street_queries):
+    photo = jpeg_bytes(street_queries[0].rgb)
+
+    async def scenario():
+        answers = []
+        assert len(photo) > 20_000  # over the 1,000 bytes + the multipart allowance
+        async with serving(street_index, max_image_bytes=1000) as (client, _):
+            for body, query in ((photo, ""), (b"hello, not a photo", ""),
+                                (photo[:5000], ""), (b"", ""),
+                                (photo[:100], "?top_k=0"), (photo[:100], "?bbox=1,2,3"),
+                                (photo[:100], "?radius_km=2")):
+                async with client.post(f"/v1/locate{query}", data=body,
+                                       headers=AUTH) as response:
+                    answers.append((response.status, (await response.json())["error"]))
+        return answers
+
+    assert _run(scenario) == [(413, "too_large"), (415, "not_an_image"),
+                              (422, "broken_image"), (422, "empty"), (400, "bad_request"),
+                              (400, "bad_area"), (400, "bad_area")]
+
+
+def test_a_full_queue_is_503_with_retry_after(street_index, street_queries):
+    photo = jpeg_bytes(street_queries[0].rgb)
+
+    async def scenario():
+        async with serving(street_index, queue_size=1, batch_size=1) as (client, _):
+            async def one():
+                async with client.post("/v1/locate", data=photo, headers=AUTH) as response:
+                    return response.status, response.headers.get("Retry-After")
+            return await asyncio.gather(*(one() for _ in range(6)))
+
+    answers = _run(scenario)
+    assert (503, "2") in answers
+    assert all(a in ((200, None), (503, "2")) for a in answers), answers
+    assert (200, None) in answers
+
+
+def test_the_stream_gives_progress_in_order_then_the_result(street_index, street_queries):
+    photo = jpeg_bytes(street_queries[0].rgb)
+
+    async def scenario():
+        async with serving(street_index) as (client, _):
+            headers = AUTH | {"Accept": "application/x-ndjson"}
+            async with client.post("/v1/locate", data=photo, headers=headers) as response:
+                assert response.headers["Content-Type"].startswith("application/x-ndjson")
+                return [json.loads(line) async for line in response.content if line.strip()]
+
+    events = _run(scenario)
+    stages = [e["stage"] for e in events if e["event"] == "progress"]
+    assert stages[0] == "queued" and events[0]["position"] == 1
+    order = ["queued", "decoding", "describing", "searching", "verifying"]
+    seen = [s for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]]
+    assert [s for s in seen if s in order] == [s for s in order if s in seen]
+    verifying = [e for e in events if e.get("stage") == "verifying"]
+    steps = [e["step"] for e in verifying]
+    assert steps == sorted(steps) and steps[-1] == verifying[-1]["total"] > 0
+    assert events[-1]["event"] == "result" and events[-1]["result"]["status"] == "located"
+
+
+def test_health_index_and_metrics(street_index, street_queries):
+    photo = jpeg_bytes(street_queries[0].rgb)
+
+    async def scenario():
+        async with serving(street_index) as (client, engine):
+            async with client.post("/v1/locate", data=photo, headers=AUTH) as response:
+                await response.read()
+            async with client.get("/v1/health") as response:
+                health = response.status, await response.json()
+            async with client.get("/v1/index", headers=AUTH) as response:
+                index = await response.json()
+            async with client.get("/metrics", headers=AUTH) as response:
+                metrics = await response.text()
+            await engine.close()
+            async with client.get("/v1/health") as response:
+                closed = response.status
+            return health, index, metrics, closed
+
+    health, index, metrics, closed = _run(scenario)
+    assert health == (200, {"status": "ready", "queue": 0})
+    assert index["references"] == 10 and index["descriptor"] == "xfeat-vlad"
+    assert index["device"].startswith("cpu")
+    assert 'geosleuth_locate_requests_total{outcome="located"} 1.0' in metrics
+    assert 'geosleuth_stage_seconds_count{stage="verify"} 1.0' in metrics
+    assert "geosleuth_queue_length 0.0" in metrics
+    assert "geosleuth_index_references 10.0" in metrics
+    assert closed == 503
+
+
+def test_the_app_refuses_to_exist_without_a_token(street_index):
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="GEOSLEUTH_SERVER_TOKENS"):
+        create_app(AsyncEngine(lambda: Locator.open(street_index), EngineLimits()),
+                   ServerConfig(), 1000)
+
+
+def test_geosleuth_serve_answers_then_stops_cleanly_on_sigterm(street_index, street_queries):
+    """The real command in a child process, as a service manager runs it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    env = os.environ | {"GEOSLEUTH_SERVER_TOKENS": ",".join(TOKENS)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())",
+         "serve", "--index", str(street_index.index_path), "--port", "0"],
+        cwd=Path(__file__).parents[1], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stderr.readline()
+        assert "listening on http://127.0.0.1:" in line, line
+        url = line.strip().rsplit(" ", 1)[-1]
+        request = urllib.request.Request(f"{url}/v1/locate", method="POST",
+                                         data=jpeg_bytes(street_queries[0].rgb), headers=AUTH)
+        with urllib.request.urlopen(request, timeout=120) as response:
+            assert json.loads(response.read())["status"] == "located"
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=60) == 0
+    finally:
+        child.kill()
+        child.stderr.close()
+
+
+def test_geosleuth_serve_refuses_to_start_without_a_token_or_an_index(tmp_path, street_index,
+                                                                      capsys, monkeypatch):
+    from bot.cli import main
+
+    monkeypatch.delenv("GEOSLEUTH_SERVER_TOKENS", raising=False)
+    assert main(["serve", "--index", str(street_index.index_path)]) == 2
+    assert "needs at least one bearer token" in capsys.readouterr().err
+    monkeypatch.setenv("GEOSLEUTH_SERVER_TOKENS", TOKENS[0])
+    assert main(["serve", "--index", str(tmp_path / "none")]) == 2
+    assert "No reference index at" in capsys.readouterr().err
