@@ -281,7 +281,7 @@ def _run_locate(args: argparse.Namespace, config: AppConfig) -> int:
         stack.callback(locator.close)
         result = locator.locate(data, area=area, top_k=args.top_k)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        print(json.dumps(result.to_json(evidence=True), indent=2))
     else:
         print(result_text(result))
         print(f"Timings: {timings_text(result)}")

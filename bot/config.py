@@ -24,6 +24,7 @@ INDEX_ENV = "GEOSLEUTH_INDEX"
 TELEGRAM_TOKEN_ENV = "GEOSLEUTH_TELEGRAM_TOKEN"
 DISCORD_TOKEN_ENV = "GEOSLEUTH_DISCORD_TOKEN"
 WEBHOOK_SECRET_ENV = "GEOSLEUTH_TELEGRAM_WEBHOOK_SECRET"
+ENGINE_TOKEN_ENV = "GEOSLEUTH_ENGINE_TOKEN"
 WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
@@ -105,8 +106,8 @@ class AppConfig:
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
     """Read `path` (or $GEOSLEUTH_CONFIG); no file means the defaults. $GEOSLEUTH_INDEX and
     the secrets ($GEOSLEUTH_TELEGRAM_TOKEN, $GEOSLEUTH_DISCORD_TOKEN,
-    $GEOSLEUTH_TELEGRAM_WEBHOOK_SECRET, $GEOSLEUTH_MAPILLARY_TOKEN, $GEOSLEUTH_SERVER_TOKENS) win
-    over the file."""
+    $GEOSLEUTH_TELEGRAM_WEBHOOK_SECRET, $GEOSLEUTH_MAPILLARY_TOKEN, $GEOSLEUTH_SERVER_TOKENS,
+    $GEOSLEUTH_ENGINE_TOKEN) win over the file."""
     env = os.environ if env is None else env
     if path is None and env.get(CONFIG_ENV):
         path = Path(env[CONFIG_ENV])
@@ -125,6 +126,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         config = replace(config, telegram=replace(config.telegram, token=env[TELEGRAM_TOKEN_ENV]))
     if env.get(DISCORD_TOKEN_ENV):
         config = replace(config, discord=replace(config.discord, token=env[DISCORD_TOKEN_ENV]))
+    if env.get(ENGINE_TOKEN_ENV):
+        remote = replace(config.engine.remote, token=env[ENGINE_TOKEN_ENV])
+        config = replace(config, engine=replace(config.engine, remote=remote))
     if env.get(SERVER_TOKENS_ENV):
         tokens = tuple(t.strip() for t in env[SERVER_TOKENS_ENV].split(",") if t.strip())
         config = replace(config, server=replace(config.server, tokens=tokens))

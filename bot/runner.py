@@ -16,20 +16,28 @@ from bot.store import Store
 from bot.telegram_bot import TelegramAdapter
 from engine import AsyncEngine, ConfigError, GeoSleuthError, Locator
 from engine.errors import ReferenceIndexError
+from engine.remote import RemoteEngine
+
+Engine = AsyncEngine | RemoteEngine
 
 log = logging.getLogger(__name__)
 
 
-async def start_engine(config: AppConfig) -> tuple[AsyncEngine | None, str | None]:
-    """The engine, or why it could not start: the bots still answer, with that reason.
+async def start_engine(config: AppConfig) -> tuple[Engine | None, str | None]:
+    """The engine (in this process, or the remote one `[engine.remote] url` names), or why it
+    could not start: the bots still answer, with that reason.
 
-    A missing or unreadable index is refused instead: the bot would connect only to fail
-    every photo, and the operator has named a wrong folder.
+    A missing or unreadable index, or a token the remote engine refuses, is refused instead:
+    the bot would connect only to fail every photo, and the operator has named a wrong one.
     """
-    engine = AsyncEngine(lambda: Locator.open(config.engine), config.engine.limits)
+    engine: Engine
+    if config.engine.remote.url:
+        engine = RemoteEngine(config.engine.remote)
+    else:
+        engine = AsyncEngine(lambda: Locator.open(config.engine), config.engine.limits)
     try:
         await engine.start()
-    except ReferenceIndexError:
+    except (ReferenceIndexError, ConfigError):
         await engine.close()
         raise
     except GeoSleuthError as exc:
@@ -83,7 +91,7 @@ async def run_bots(config: AppConfig, stop: asyncio.Event | None = None) -> None
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     store = await Store.open(config.store.path, keep_images=config.store.keep_images)
-    engine: AsyncEngine | None = None
+    engine: Engine | None = None
     adapters: list[TelegramAdapter | DiscordAdapter] = []
     purging = None
     clean = False

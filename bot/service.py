@@ -39,6 +39,7 @@ from engine import (
     read_exif_gps,
     result_from_json,
 )
+from engine.remote import RemoteEngine
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class _RecentPhotos:
 
 
 class BotService:
-    def __init__(self, config: AppConfig, engine: AsyncEngine | None, store: Store,
+    def __init__(self, config: AppConfig, engine: AsyncEngine | RemoteEngine | None, store: Store,
                  engine_error: str | None = None) -> None:
         """`engine` is None when it could not start; every photo is then answered with
         `engine_error` instead of silence."""

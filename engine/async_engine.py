@@ -103,11 +103,18 @@ class AsyncEngine:
         runtime = getattr(locator.verifier, "runtime", None)
         return {
             "index_version": locator.index.version,
+            "answer_key": locator.answer_key,
             "references": len(locator.index),
             "descriptor": locator.descriptor.name,
             "verifier": locator.verifier.name,
             "device": runtime.label if runtime is not None else "cpu",
         }
+
+    def reference_entry(self, ref_id: int) -> CatalogEntry | None:
+        """A reference by its id, or None if the index has no such reference."""
+        if self._locator is None:
+            raise EngineStopped()
+        return self._locator.index.entries([ref_id]).get(ref_id)
 
     async def reference_picture(self, entry: CatalogEntry) -> np.ndarray:
         """A reference's stored picture (for evidence), read beside the worker, not behind it."""

@@ -166,6 +166,17 @@ class EngineLimits:
 
 
 @dataclass(frozen=True)
+class RemoteConfig:
+    """An engine served by `geosleuth serve` elsewhere: a bot then loads no index or model."""
+
+    url: str = ""  # e.g. "http://gpu-host:8470"; empty = run the engine in this process
+    token: str = field(default="", repr=False)  # prefer $GEOSLEUTH_ENGINE_TOKEN
+    timeout_s: float = 180.0  # per request, queueing included
+    connect_retries: int = 3  # connect errors are retried (nothing was sent)
+    busy_retries: int = 2  # a 503 is retried after its Retry-After
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     index_path: Path = Path("index")
     # The CPU default funnel chosen by bench/bench_crosscapture.py: VLAD over XFeat's learned
@@ -186,6 +197,7 @@ class EngineConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
     limits: EngineLimits = field(default_factory=EngineLimits)
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
 
 
 def build_config(cls: type[T], values: dict[str, Any], key_prefix: str = "") -> T:

@@ -116,9 +116,11 @@ class LocateResult:
         verified = [m for m in self.matches if m.inliers is not None]
         return max(verified, key=lambda m: m.inliers or 0, default=None)
 
-    def to_json(self) -> dict[str, Any]:
-        """The documented `--json` shape (stable for scripts)."""
-        return {
+    def to_json(self, *, evidence: bool = False) -> dict[str, Any]:
+        """The documented `--json` shape (stable for scripts). With `evidence`, also the best
+        reference and its verified correspondences, from which the evidence picture is drawn
+        (the CLI and the server include them; a stored answer leaves them out)."""
+        shape = {
             "status": self.status.value,
             "lat": self.lat,
             "lon": self.lon,
@@ -158,10 +160,19 @@ class LocateResult:
             "verifier": self.verifier,
             "index_version": self.index_version,
         }
+        if evidence:
+            shape["evidence"] = {
+                "reference": None if self.best_reference is None else asdict(self.best_reference),
+                "query_size": list(self.query_size),
+                "correspondences": [[round(v, 2) for v in pair] for pair in self.correspondences],
+            }
+        return shape
 
 
 def result_from_json(data: dict[str, Any]) -> LocateResult:
-    """Rebuild a result from `to_json` (a cached answer); evidence pairs are not kept there."""
+    """Rebuild a result from `to_json`: a cached answer (without evidence), or a served one."""
+    evidence = data.get("evidence") or {}
+    reference = evidence.get("reference")
     return LocateResult(
         status=Status(data["status"]),
         lat=data["lat"],
@@ -178,6 +189,9 @@ def result_from_json(data: dict[str, Any]) -> LocateResult:
         descriptor=data["descriptor"],
         verifier=data["verifier"],
         index_version=data["index_version"],
+        query_size=tuple(evidence.get("query_size") or (0, 0)),
+        correspondences=tuple(tuple(pair) for pair in evidence.get("correspondences", ())),
+        best_reference=None if reference is None else CatalogEntry(**reference),
     )
 
 

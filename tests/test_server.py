@@ -83,7 +83,7 @@ def test_locate_answers_the_json_of_the_cli(street_index, street_queries):
     (status, served), (form_status, by_form) = _run(scenario)
     locator = Locator.open(street_index)
     try:
-        local = json.loads(json.dumps(locator.locate(photo).to_json()))
+        local = json.loads(json.dumps(locator.locate(photo).to_json(evidence=True)))
     finally:
         locator.close()
     assert status == 200 and form_status == 200
@@ -91,7 +91,10 @@ def test_locate_answers_the_json_of_the_cli(street_index, street_queries):
         assert answer.keys() == local.keys()
         assert (answer["status"], answer["lat"], answer["lon"]) == (
             local["status"], local["lat"], local["lon"])
-    assert served["matches"] == [m | {"similarity": m["similarity"]} for m in local["matches"]]
+    assert served["matches"] == local["matches"]
+    assert served["evidence"]["reference"] == local["evidence"]["reference"]
+    pairs = served["evidence"]["correspondences"]
+    assert pairs and all(len(pair) == 4 for pair in pairs)  # what the evidence is drawn from
 
 
 def test_bad_input_is_refused_with_its_status_and_one_line(street_index, street_queries):

@@ -600,3 +600,34 @@ def test_in_a_group_only_its_admins_may_forget(tmp_path, street_index):
     texts = _run(scenario)
     assert texts == ["Only this group's admins can delete its history.",
                      "Deleted this chat's history (0 requests and their votes)."]
+
+
+def test_a_bot_far_from_the_engine_answers_through_geosleuth_serve(tmp_path, street_index,
+                                                                  street_queries):
+    """No index here: `[engine.remote] url` names a server, and the answer and its evidence
+    come from it as they do in-process."""
+    from engine.config import RemoteConfig
+    from tests.test_remote_engine import TOKEN, served
+
+    view = street_queries[0]
+
+    async def scenario():
+        async with served(street_index) as (_, url):
+            engine = replace(EngineConfig(), index_path=tmp_path / "no-index-here",
+                             remote=RemoteConfig(url=url, token=TOKEN))
+            async with running_bot(tmp_path, engine) as tg:
+                tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(view.rgb))
+                [answer] = await tg.wait_for("sendPhoto", timeout=60)
+                edits = tg.calls_to("editMessageText")
+                request_id = answer.params["reply_markup"]["inline_keyboard"][0][0][
+                    "callback_data"].split(":")[1]
+                tg.press_button(private_chat(ALICE), ALICE, answer.result["message_id"],
+                                f"ev:{request_id}")
+                _, evidence = await tg.wait_for("sendPhoto", count=2, timeout=60)
+                return answer, edits, evidence
+
+    answer, edits, evidence = _run(scenario, timeout=120)
+    lat, lon = _coordinates(answer.params["caption"])
+    assert haversine_m(view.lat, view.lon, lat, lon) <= 25
+    assert edits, "progress reached the chat as the remote stages passed"
+    assert "verified correspondences" in evidence.params.get("caption", "")

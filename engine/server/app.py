@@ -10,6 +10,7 @@ engine passes its stages, then `{"event": "result", ...}` (or `"error"`).
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
 import time
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.async_engine import AsyncEngine
@@ -31,7 +33,8 @@ log = logging.getLogger(__name__)
 
 NDJSON = "application/x-ndjson"
 DEFAULT_RADIUS_KM = 5.0
-MULTIPART_OVERHEAD = 16 * 1024  # the form's boundaries and headers around the photo
+MULTIPART_OVERHEAD = 16 * 1024
+REFERENCE_QUALITY = 90  # the form's boundaries and headers around the photo
 ENGINE_KEY = web.AppKey("engine", AsyncEngine)
 METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 BODY_LIMIT_KEY = web.AppKey("body_limit", int)
@@ -53,6 +56,7 @@ def create_app(engine: AsyncEngine, config: ServerConfig, max_image_bytes: int) 
     app.router.add_post("/v1/locate", _locate)
     app.router.add_get("/v1/health", _health)
     app.router.add_get("/v1/index", _index)
+    app.router.add_get("/v1/references/{ref_id}/picture", _reference_picture)
     app.router.add_get("/metrics", _metrics)
     return app
 
@@ -118,12 +122,15 @@ async def _locate(request: web.Request) -> web.StreamResponse:
     if NDJSON not in request.headers.get("Accept", ""):
         result = await engine.locate(data, area=area, top_k=top_k)
         _count(metrics, result, started)
-        return web.json_response(result.to_json())
+        return web.json_response(result.to_json(evidence=True))
 
+    # The status line goes out with the first event (the job is queued): a refusal before
+    # that (a full queue) is still a plain 503 with Retry-After, which a client may retry.
     stream = web.StreamResponse(headers={"Content-Type": NDJSON})
-    await stream.prepare(request)
 
     async def send(event: dict[str, Any]) -> None:
+        if not stream.prepared:
+            await stream.prepare(request)
         await stream.write(json.dumps(event).encode() + b"\n")
 
     async def progress(event: Progress) -> None:
@@ -132,14 +139,16 @@ async def _locate(request: web.Request) -> web.StreamResponse:
 
     try:
         result = await engine.locate(data, area=area, top_k=top_k, on_progress=progress)
-    except GeoSleuthError as exc:  # the status line is sent: the refusal goes in the stream
-        status, kind = http_status(exc)
+    except GeoSleuthError as exc:
+        if not stream.prepared:
+            raise
+        status, kind = http_status(exc)  # the status line is sent: the refusal goes in-band
         metrics.errors.labels(kind).inc()
         metrics.requests.labels(kind).inc()
         await send({"event": "error", "status": status, "error": kind, "message": str(exc)})
     else:
         _count(metrics, result, started)
-        await send({"event": "result", "result": result.to_json()})
+        await send({"event": "result", "result": result.to_json(evidence=True)})
     await stream.write_eof()
     return stream
 
@@ -200,6 +209,21 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _index(request: web.Request) -> web.Response:
     return web.json_response(request.app[ENGINE_KEY].describe_engine())
+
+
+async def _reference_picture(request: web.Request) -> web.Response:
+    """A reference's stored picture, for a remote client to draw the evidence with."""
+    engine = request.app[ENGINE_KEY]
+    try:
+        entry = engine.reference_entry(int(request.match_info["ref_id"]))
+    except ValueError:
+        entry = None
+    if entry is None:
+        return _refusal(404, "no_such_reference", "the index holds no reference with that id")
+    rgb = await engine.reference_picture(entry)
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, "JPEG", quality=REFERENCE_QUALITY)
+    return web.Response(body=out.getvalue(), content_type="image/jpeg")
 
 
 async def _metrics(request: web.Request) -> web.Response:

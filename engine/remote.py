@@ -1,0 +1,231 @@
+"""`RemoteEngine`: the `AsyncEngine` interface over HTTP, to an engine run by `geosleuth
+serve` on another host (a GPU host); the bot then loads no index and no model.
+
+Retried only where it is safe: connect errors (nothing reached the server) and a 503 (the
+server refused before doing anything), the latter after its Retry-After. Every other
+failure becomes the engine error it stands for, with the server's own one-line reason, so
+the bot answers the user exactly as it does with the engine in-process. Progress comes as
+the server streams it (NDJSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import io
+import json
+import logging
+from typing import Any
+
+import aiohttp
+import numpy as np
+from PIL import Image
+from yarl import URL
+
+from engine.async_engine import ProgressHandler
+from engine.config import RemoteConfig
+from engine.errors import (
+    ConfigError,
+    EngineBusy,
+    EngineFailed,
+    GeoSleuthError,
+    ImageError,
+    SearchAreaError,
+)
+from engine.geo import SearchArea
+from engine.results import CatalogEntry, LocateResult, Progress, Stage, result_from_json
+
+log = logging.getLogger(__name__)
+
+NDJSON = "application/x-ndjson"
+CONNECT_BACKOFF_S = 0.5
+
+
+class EngineUnreachable(EngineFailed):
+    def __init__(self, where: str) -> None:
+        GeoSleuthError.__init__(self, f"The engine at {where} can't be reached right now; try"
+                                " again in a minute.")
+
+
+class RemoteImageRefused(ImageError):
+    """The server refused the photo (too large, not an image, broken): its reason, verbatim."""
+
+
+class RemoteEngine:
+    def __init__(self, config: RemoteConfig) -> None:
+        if not config.url:
+            raise ConfigError("'engine.remote.url' is empty")
+        self._config = config
+        self._url = config.url.rstrip("/")
+        self._where = str(URL(self._url).origin()).rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+        self._described: dict[str, Any] = {}
+        self._in_flight = 0
+
+    async def start(self) -> None:
+        """Connect and read what the server serves. A refused token is a ConfigError here; a
+        server that is down is only logged, since it may come up after the bot."""
+        self._session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {self._config.token}"},
+            timeout=aiohttp.ClientTimeout(total=self._config.timeout_s))
+        try:
+            await self._describe()
+        except EngineUnreachable as exc:
+            log.warning("%s", exc)
+
+    async def _describe(self) -> None:
+        self._described = await self._get_json("/v1/index")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def worker(self) -> asyncio.Task[None] | None:
+        return None  # nothing runs here: a server that is down fails each photo, clearly
+
+    @property
+    def healthy(self) -> bool:
+        return self._session is not None and not self._session.closed
+
+    @property
+    def queue_length(self) -> int:
+        return self._in_flight
+
+    @property
+    def answer_key(self) -> str:
+        return str(self._described.get("answer_key", ""))
+
+    @property
+    def index_version(self) -> str:
+        return str(self._described.get("index_version", ""))
+
+    async def reference_picture(self, entry: CatalogEntry) -> np.ndarray:
+        data = await self._request("GET", f"/v1/references/{entry.ref_id}/picture")
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+
+    async def locate(self, data: bytes, *, area: SearchArea | None = None,
+                     top_k: int | None = None,
+                     on_progress: ProgressHandler | None = None) -> LocateResult:
+        params = _query(area, top_k)
+        if not self._described:
+            await self._describe()  # the server was down at start: its answer key is needed
+        self._in_flight += 1
+        try:
+            events = await self._request("POST", "/v1/locate", data=data, params=params,
+                                         stream=True)
+            async for event in events:
+                if event["event"] == "progress" and on_progress is not None:
+                    outcome = on_progress(Progress(Stage(event["stage"]), event["position"],
+                                                   event["step"], event["total"]))
+                    if inspect.isawaitable(outcome):
+                        await outcome
+                elif event["event"] == "result":
+                    result = result_from_json(event["result"])
+                    if result.index_version != self.index_version:
+                        await self._describe()  # the server now serves another index
+                    return result
+                elif event["event"] == "error":
+                    raise _refusal(event["status"], event["error"], event["message"])
+            raise EngineFailed("the engine's answer ended before its result")
+        finally:
+            self._in_flight -= 1
+
+    async def _get_json(self, path: str) -> dict[str, Any]:
+        return json.loads(await self._request("GET", path))
+
+    async def _request(self, method: str, path: str, *, data: bytes | None = None,
+                       params: dict[str, str] | None = None, stream: bool = False) -> Any:
+        """The body (or, with `stream`, an async iterator of NDJSON events), retrying
+        connect errors and 503s only."""
+        assert self._session is not None, "start() first"
+        connect_tries, busy_tries = 0, 0
+        headers = {"Accept": NDJSON} if stream else {}
+        while True:
+            try:
+                response = await self._session.request(method, self._url + path, data=data,
+                                                       params=params, headers=headers)
+            except aiohttp.ClientConnectionError:
+                connect_tries += 1
+                if connect_tries > self._config.connect_retries:
+                    raise EngineUnreachable(self._where) from None
+                await asyncio.sleep(CONNECT_BACKOFF_S * 2 ** (connect_tries - 1))
+                continue
+            except TimeoutError:
+                raise EngineUnreachable(self._where) from None
+            if response.status == 503 and busy_tries < self._config.busy_retries:
+                busy_tries += 1
+                wait = _retry_after(response)
+                response.release()
+                await asyncio.sleep(wait)
+                continue
+            if response.status >= 400:
+                body = await _json_or_empty(response)
+                raise _refusal(response.status, body.get("error", ""),
+                               body.get("message", f"HTTP {response.status}"))
+            if stream:
+                return _events(response, self._where)
+            try:
+                return await response.read()
+            finally:
+                response.release()
+
+
+async def _events(response: aiohttp.ClientResponse, where: str):
+    try:
+        async for line in response.content:
+            if line.strip():
+                yield json.loads(line)
+    except (aiohttp.ClientError, TimeoutError):
+        raise EngineUnreachable(where) from None
+    finally:
+        response.release()
+
+
+def _refusal(status: int, kind: str, message: str) -> GeoSleuthError:
+    """The engine error a served refusal stands for, keeping the server's sentence."""
+    if status == 401:
+        return ConfigError("the engine refused this bot's token ('engine.remote.token' or"
+                           " $GEOSLEUTH_ENGINE_TOKEN)")
+    if status in (413, 415, 422):
+        return RemoteImageRefused(message)
+    if status == 400:
+        return SearchAreaError(message)
+    if status == 503 and kind == "busy":
+        busy = EngineBusy(0)
+        busy.args = (message,)
+        return busy
+    error = EngineFailed(kind or f"HTTP {status}")
+    error.args = (message,)
+    return error
+
+
+def _query(area: SearchArea | None, top_k: int | None) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if area is not None:
+        if area.centre is not None and area.radius_m is not None:
+            params["near"] = f"{area.centre[0]},{area.centre[1]}"
+            params["radius_km"] = str(area.radius_m / 1000)
+        else:
+            params["bbox"] = f"{area.west},{area.south},{area.east},{area.north}"
+    if top_k is not None:
+        params["top_k"] = str(top_k)
+    return params
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float:
+    try:
+        return min(float(response.headers.get("Retry-After", "1")), 30.0)
+    except ValueError:
+        return 1.0
+
+
+async def _json_or_empty(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    try:
+        body = await response.json(content_type=None)
+    except (ValueError, aiohttp.ClientError):
+        return {}
+    finally:
+        response.release()
+    return body if isinstance(body, dict) else {}
