@@ -181,15 +181,12 @@ async def _load(url: str, queries: list[bytes], requests: int,
 
 
 async def _load_with_kill(url, queries, requests, clients, index, port, server):
-    restarted: list[float] = []
-
     async def killer() -> None:
         await asyncio.sleep(3)
         server.send_signal(signal.SIGKILL)
         server.wait()
         await asyncio.sleep(1)
         await asyncio.to_thread(_serve, index, port)
-        restarted.append(time.perf_counter())
 
     kill = asyncio.create_task(killer())
     ended = await _load(url, queries, requests, clients)
