@@ -50,6 +50,9 @@ class ServiceConfig:
     max_file_bytes: int = 20_000_000
     # Recent photos kept in memory (never on disk) so "evidence" can draw them on request.
     recent_photos_bytes: int = 64_000_000
+    # Prometheus /metrics of the bots (updates, answers, refusals, time to answer); 0 = off.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,9 @@ class GeoSleuthClient(discord.Client):
         _declare_commands(self.tree, self.handlers)
         self.tree.error(_answer_failure)
 
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        self.service.metrics.updates.labels("discord").inc()
+
     async def setup_hook(self) -> None:
         self.add_dynamic_items(AnswerButton)
         if self.config.dev_guilds:

@@ -94,6 +94,7 @@ async def run_bots(config: AppConfig, stop: asyncio.Event | None = None) -> None
     engine: Engine | None = None
     adapters: list[TelegramAdapter | DiscordAdapter] = []
     purging = None
+    metrics = None
     clean = False
     try:
         await asyncio.to_thread(gazetteer)  # seconds to load: not on the first user's time
@@ -111,6 +112,9 @@ async def run_bots(config: AppConfig, stop: asyncio.Event | None = None) -> None
         # Both adapters share this event loop, the one engine and the one store.
         for adapter in adapters:
             await adapter.start(interrupted)
+        if config.service.metrics_port:
+            metrics = await service.metrics.serve(config.service.metrics_host,
+                                                  config.service.metrics_port)
         purging = asyncio.create_task(
             purge_periodically(service, config.store.purge_interval_s), name="retention")
         vital = {purging: "the retention timer"}
@@ -124,6 +128,8 @@ async def run_bots(config: AppConfig, stop: asyncio.Event | None = None) -> None
     finally:
         if purging is not None:
             purging.cancel()
+        if metrics is not None:
+            await metrics.cleanup()
         for adapter in reversed(adapters):
             try:
                 await adapter.stop()

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import numpy as np
 
 from bot.config import AppConfig
 from bot.format import AnswerSummary, reference_name, summarise_answer
+from bot.metrics import BotMetrics
 from bot.places import gazetteer, parse_area_hint
 from bot.ratelimit import RateLimiter
 from bot.render import render_evidence, render_map
@@ -125,6 +127,7 @@ class BotService:
         self._per_user = RateLimiter(limits.user_requests, limits.user_window_s)
         self._per_chat = RateLimiter(limits.chat_requests, limits.chat_window_s)
         self._recent = _RecentPhotos(config.service.recent_photos_bytes)
+        self.metrics = BotMetrics()
 
     # --- access and limits ---------------------------------------------------------------
 
@@ -150,6 +153,12 @@ class BotService:
 
     def admit(self, who: Requester, file_size: int | None) -> Refusal | None:
         """Before downloading a photo: access, size and rate limits (a try is counted)."""
+        refusal = self._admission(who, file_size)
+        if refusal is not None:
+            self.metrics.refusals.labels(refusal.reason.value).inc()
+        return refusal
+
+    def _admission(self, who: Requester, file_size: int | None) -> Refusal | None:
         refusal = self.check_access(who)
         if refusal is not None:
             return refusal
@@ -187,6 +196,19 @@ class BotService:
         reason; free text beside a mention ("@bot where is this?") is used only if it reads
         as an area.
         """
+        started = time.perf_counter()
+        outcome = await self._locate(who, image, area_hint, on_progress, hint_is_explicit)
+        if isinstance(outcome, Refusal):
+            self.metrics.refusals.labels(outcome.reason.value).inc()
+        else:
+            label = outcome.result.status.value + (" (cached)" if outcome.cached else "")
+            self.metrics.answers.labels(label).inc()
+        self.metrics.answer_seconds.observe(time.perf_counter() - started)  # a refusal answers too
+        return outcome
+
+    async def _locate(self, who: Requester, image: bytes, area_hint: str | None,
+                      on_progress: ProgressHandler | None,
+                      hint_is_explicit: bool) -> Answer | Refusal:
         try:
             hint = parse_area_hint(area_hint or "")
         except SearchAreaError as exc:

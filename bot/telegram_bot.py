@@ -26,6 +26,7 @@ from telegram.ext import (
     CommandHandler,
     ContextTypes,
     MessageHandler,
+    TypeHandler,
     filters,
 )
 
@@ -83,6 +84,7 @@ def build_application(
     private = filters.ChatType.PRIVATE
     groups = filters.ChatType.GROUPS
     image = filters.PHOTO | filters.Document.IMAGE
+    app.add_handler(TypeHandler(Update, bot.on_any_update), group=-1)  # counted, then handled
     app.add_handler(CommandHandler(["start", "help"], bot.on_help))
     app.add_handler(CommandHandler("privacy", bot.on_privacy))
     app.add_handler(CommandHandler("forget", bot.on_forget))
@@ -105,6 +107,9 @@ def build_application(
 class TelegramBot:
     def __init__(self, service: BotService) -> None:
         self._service = service
+
+    async def on_any_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        self._service.metrics.updates.labels("telegram").inc()
 
     # --- commands ------------------------------------------------------------------------
 

@@ -631,3 +631,31 @@ def test_a_bot_far_from_the_engine_answers_through_geosleuth_serve(tmp_path, str
     assert haversine_m(view.lat, view.lon, lat, lon) <= 25
     assert edits, "progress reached the chat as the remote stages passed"
     assert "verified correspondences" in evidence.params.get("caption", "")
+
+
+def test_the_bot_serves_its_metrics(tmp_path, street_index, street_queries):
+    import socket
+    import urllib.request
+
+    from bot.config import ServiceConfig
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def scenario():
+        async with running_bot(tmp_path, street_index,
+                               service=ServiceConfig(metrics_port=port)) as tg:
+            tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(street_queries[0].rgb))
+            await tg.wait_for("sendPhoto", timeout=30)
+            tg.send_photo(private_chat(ALICE), ALICE, b"not a photo at all")
+            edits = await tg.wait_for("editMessageText", count=3, timeout=30)
+            assert "not an image" in edits[-1].params["text"]
+            url = f"http://127.0.0.1:{port}/metrics"
+            return await asyncio.to_thread(lambda: urllib.request.urlopen(url).read().decode())
+
+    metrics = _run(scenario)
+    assert 'geosleuth_bot_updates_total{platform="telegram"} 2.0' in metrics
+    assert 'geosleuth_bot_answers_total{outcome="located"} 1.0' in metrics
+    assert 'geosleuth_bot_refusals_total{reason="bad_image"} 1.0' in metrics
+    assert "geosleuth_bot_answer_seconds_count 2.0" in metrics
