@@ -14,12 +14,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(DEMO_STAMP): pyproject.toml requirements-learned.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[neural]'
+	$(BIN)/python -m pip install --quiet -e '.[neural,bots]'
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-learned.txt
 	touch $(DEMO_STAMP)
 
 $(TEST_STAMP): pyproject.toml requirements-learned.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[neural,test]'
+	$(BIN)/python -m pip install --quiet -e '.[neural,bots,test]'
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-learned.txt
 	touch $(TEST_STAMP)
 

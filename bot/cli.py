@@ -17,7 +17,7 @@ from bot.bars import PhaseBars
 from bot.config import AppConfig, load_config
 from bot.format import result_text, timings_text
 from bot.ingest_command import add_ingest_parser
-from engine.errors import GeoSleuthError, SearchAreaError
+from engine.errors import ConfigError, GeoSleuthError, SearchAreaError
 from engine.geo import SearchArea, parse_bbox, parse_latlon
 
 if typing.TYPE_CHECKING:
@@ -335,7 +335,11 @@ def _run_serve(args: argparse.Namespace, config: AppConfig) -> int:
 def _run_bots(args: argparse.Namespace, config: AppConfig) -> int:
     import asyncio
 
-    from bot.runner import run_bots
+    try:
+        from bot.runner import run_bots
+    except ImportError as exc:  # a host set up for `geosleuth serve` only
+        raise ConfigError(f"geosleuth bot needs the chat libraries ({exc.name} is missing):"
+                          " pip install 'geosleuth[bots]'") from None
 
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines carry the token

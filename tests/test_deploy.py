@@ -1,0 +1,75 @@
+"""The deployment files agree with each other and with the code (no container builder here:
+the images are not built in CI; these checks catch the drift that breaks them)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import yaml
+
+from bot.cli import _parser
+from bot.config import load_config
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+def _compose() -> dict:
+    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+
+
+def _final_stage(dockerfile: str) -> str:
+    text = (DEPLOY / dockerfile).read_text()
+    return text[text.rindex("\nFROM "):]
+
+
+def test_the_engine_gets_a_gpu_and_the_bots_wait_for_its_health_check():
+    services = _compose()["services"]
+    devices = services["engine"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert services["bots"]["depends_on"] == {"engine": {"condition": "service_healthy"}}
+    assert "HEALTHCHECK" in _final_stage("Dockerfile.engine")
+    assert "/v1/health" in _final_stage("Dockerfile.engine")
+
+
+def test_both_images_run_as_a_non_root_user_and_install_only_their_side():
+    for dockerfile in ("Dockerfile.engine", "Dockerfile.bots"):
+        assert re.search(r"^USER geosleuth$", _final_stage(dockerfile), re.M), dockerfile
+    engine = (DEPLOY / "Dockerfile.engine").read_text()
+    bots = (DEPLOY / "Dockerfile.bots").read_text()
+    assert "'/src[neural]'" in engine and "bots" not in engine.split("pip install")[1]
+    assert "'/src[bots]'" in bots and "neural" not in bots and "torch" not in bots
+
+
+def test_every_variable_the_compose_file_needs_is_in_the_example_env():
+    needed = set(re.findall(r"\$\{(\w+)", (DEPLOY / "compose.yaml").read_text()))
+    example = {line.split("=", 1)[0] for line in (DEPLOY / "example.env").read_text().splitlines()
+               if line and not line.startswith("#")}
+    assert needed <= example, needed - example
+
+
+def test_prometheus_scrapes_what_the_services_serve():
+    scrape = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"]
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in scrape}
+    bots_config = load_config(DEPLOY / "bots.toml", env={})
+    assert targets["geosleuth-bots"] == [f"bots:{bots_config.service.metrics_port}"]
+    assert "EXPOSE 8470" in _final_stage("Dockerfile.engine")
+    assert targets["geosleuth-engine"] == ["engine:8470"]
+    assert bots_config.engine.remote.url == "http://engine:8470"
+    mounted = _compose()["services"]["prometheus"]["volumes"]
+    assert "./engine-token:/etc/prometheus/engine-token:ro" in mounted
+
+
+def test_the_entrypoints_and_units_run_real_commands():
+    parser = _parser()
+    commands = [
+        shlex.split(re.search(r"^ExecStart=(.+)$", (DEPLOY / unit).read_text(), re.M)[1])
+        for unit in ("geosleuth-engine.service", "geosleuth-bot.service")
+    ]
+    for dockerfile in ("Dockerfile.engine", "Dockerfile.bots"):
+        entry = re.search(r"^ENTRYPOINT (\[.+\])$", (DEPLOY / dockerfile).read_text(), re.M)[1]
+        commands.append(yaml.safe_load(entry))
+    for command in commands:
+        assert Path(command[0]).name == "geosleuth", command
+        parser.parse_args(command[1:])  # a wrong subcommand or option exits here
