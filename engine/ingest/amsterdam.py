@@ -15,7 +15,7 @@ from typing import Any
 from engine.errors import SourceUnavailable
 from engine.ingest.area import BBox
 from engine.ingest.http import PoliteClient
-from engine.ingest.listing import Listing
+from engine.ingest.listing import Listing, compass
 from engine.ingest.platform import CellListing
 
 NAME = "amsterdam"
@@ -53,11 +53,7 @@ class Amsterdam:
                 raise SourceUnavailable(self.name, "the panorama API answered without"
                                         " _embedded.panoramas")
             for panorama in panoramas:
-                listing = _listing(panorama)
-                if isinstance(listing, str):
-                    result.malformed.append(listing)
-                elif cell.contains(listing.lat, listing.lon):
-                    result.listings.append(listing)
+                result.take(_listing(panorama), cell)
             following = (answer.get("_links") or {}).get("next") or {}
             url, params = following.get("href"), None  # the next link carries the query
         result.complete = False
@@ -76,14 +72,13 @@ def _listing(panorama: Any) -> Listing | str:
     image = (links.get(IMAGE_LINK) or links.get("equirectangular_small") or {}).get("href")
     if not image:
         return f"{pano_id} has no equirectangular image"
-    heading = panorama.get("heading")
     return Listing(
         source=NAME,
         source_id=pano_id,
         lat=lat,
         lon=lon,
         image_url=str(image),
-        heading_deg=float(heading) % 360 if isinstance(heading, int | float) else None,
+        heading_deg=compass(panorama.get("heading")),
         captured_at=panorama.get("timestamp"),
         panorama=True,
         licence=LICENCE,

@@ -14,7 +14,7 @@ from typing import Any
 from engine.errors import SourceUnavailable
 from engine.ingest.area import BBox
 from engine.ingest.http import PoliteClient
-from engine.ingest.listing import Listing
+from engine.ingest.listing import Listing, compass
 from engine.ingest.platform import CellListing
 
 NAME = "kartaview"
@@ -47,12 +47,7 @@ class KartaView:
             if not isinstance(photos, list):
                 raise SourceUnavailable(self.name, "the photo API answered without result.data")
             for photo in photos:
-                listing = _listing(photo)
-                if isinstance(listing, str):
-                    result.malformed.append(listing)
-                elif cell.contains(listing.lat, listing.lon) and (
-                        since is None or (listing.captured_at or "") >= since):
-                    result.listings.append(listing)
+                result.take(_listing(photo), cell, since)
             if not body.get("hasMoreData") or not photos:
                 return result
         result.complete = False
@@ -72,7 +67,7 @@ def _listing(photo: Any) -> Listing | str:
     if url is None:
         return f"{photo_id} has no image URL"
     try:
-        heading = float(photo["heading"]) % 360
+        heading = compass(float(photo["heading"]))
     except (KeyError, TypeError, ValueError):
         heading = None
     sequence, index = photo.get("sequenceId"), photo.get("sequenceIndex", 0)

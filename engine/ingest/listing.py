@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,3 +26,8 @@ class Listing:
         parts = [f"© {self.creator}" if self.creator else None, self.licence]
         named = ", ".join(p for p in parts if p)
         return f"{named} ({self.source})" if named else self.source
+
+
+def compass(value: Any) -> float | None:
+    """A platform's heading as a bearing in [0, 360), or None when it gives no number."""
+    return float(value) % 360 if isinstance(value, int | float) else None

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import mercantile
-
 from engine.errors import SourceUnavailable
 from engine.ingest.area import BBox
 from engine.ingest.http import ImageMissing, PoliteClient
-from engine.ingest.listing import Listing
+from engine.ingest.listing import Listing, compass
 from engine.ingest.platform import CellListing
-from engine.ingest.tiles import tile_points
+from engine.ingest.tiles import Point, densest_first, tile_points, tiles_over
 
 NAME = "mapilio"
 LICENCE = "CC-BY-SA-4.0"
@@ -37,33 +35,25 @@ class Mapilio:
         self.api_url = api_url.rstrip("/")
         self.tiles_url = tiles_url
         self.cdn_url = cdn_url.rstrip("/")
-        self._points: list[tuple[float, float, dict[str, Any]]] = []
+        self._points: list[Point] = []
         self._sequences: dict[str, dict[str, dict[str, Any]]] = {}
 
     def order_cells(self, cells: list[BBox]) -> list[BBox]:
-        west, south = min(c.west for c in cells), min(c.south for c in cells)
-        east, north = max(c.east for c in cells), max(c.north for c in cells)
-        for tile in mercantile.tiles(west, south, east, north, TILE_ZOOM):
+        for tile in tiles_over(cells, TILE_ZOOM):
             url = self.tiles_url.format(z=tile.z, x=tile.x, y=tile.y)
             try:
                 data = self.client.get_bytes(url, missing_ok=True)
             except ImageMissing:
                 continue  # a tile with nothing in it
             self._points += tile_points(data, tile, POINT_LAYER, self.name)
-        counts = [sum(cell.contains(lat, lon) for lon, lat, _ in self._points) for cell in cells]
-        ranked = sorted(range(len(cells)), key=lambda i: -counts[i])
-        return [cells[i] for i in ranked if counts[i] > 0]
+        return densest_first(cells, self._points)
 
     def list_cell(self, cell: BBox, since: str | None) -> CellListing:
         result = CellListing()
         for lon, lat, props in self._points:
             if not cell.contains(lat, lon):
                 continue
-            listing = self._listing(lon, lat, props)
-            if isinstance(listing, str):
-                result.malformed.append(listing)
-            elif since is None or (listing.captured_at or "") >= since:
-                result.listings.append(listing)
+            result.take(self._listing(lon, lat, props), cell, since)
         return result
 
     def _listing(self, lon: float, lat: float, props: dict[str, Any]) -> Listing | str:
@@ -73,7 +63,6 @@ class Mapilio:
         detail = self._sequence(str(sequence)).get(str(image_id))
         if not detail or not detail.get("filename") or not detail.get("uploaded_hash"):
             return f"{image_id} is not in its sequence's detail"
-        heading = props.get("heading")
         return Listing(
             source=NAME,
             source_id=str(image_id),
@@ -81,7 +70,7 @@ class Mapilio:
             lon=lon,
             image_url=f"{self.cdn_url}/{detail['uploaded_hash']}/{detail['filename']}"
                       f"/{IMAGE_SIZE}",
-            heading_deg=float(heading) % 360 if isinstance(heading, int | float) else None,
+            heading_deg=compass(props.get("heading")),
             captured_at=_iso(props.get("capture_time")),
             panorama=_is_panorama(props.get("resolution")),
             licence=LICENCE,

@@ -13,14 +13,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import mercantile
-
 from engine.errors import SourceUnavailable
 from engine.ingest.area import BBox
 from engine.ingest.http import PoliteClient
-from engine.ingest.listing import Listing
+from engine.ingest.listing import Listing, compass
 from engine.ingest.platform import CellListing
-from engine.ingest.tiles import tile_points
+from engine.ingest.tiles import Point, densest_first, tile_points, tiles_over
 
 NAME = "mapillary"
 LICENCE = "CC-BY-SA-4.0"
@@ -44,9 +42,7 @@ class Mapillary:
         self._token = token
 
     def order_cells(self, cells: list[BBox]) -> list[BBox]:
-        counts = self._coverage(cells)
-        ranked = sorted(range(len(cells)), key=lambda i: -counts[i])
-        return [cells[i] for i in ranked if counts[i] > 0]
+        return densest_first(cells, self._coverage(cells))
 
     def list_cell(self, cell: BBox, since: str | None) -> CellListing:
         if (cell.east - cell.west) * (cell.north - cell.south) >= MAX_BBOX_SQ_DEG:
@@ -61,29 +57,17 @@ class Mapillary:
             raise SourceUnavailable(self.name, "the image search answered without a data list")
         result = CellListing(complete=len(records) < self.search_limit)
         for record in records:
-            listing = _listing(record)
-            if isinstance(listing, str):
-                result.malformed.append(listing)
-            elif cell.contains(listing.lat, listing.lon):
-                result.listings.append(listing)
+            result.take(_listing(record), cell)
         return result
 
-    def _coverage(self, cells: list[BBox]) -> list[int]:
-        """Images per cell, counted from the coverage tiles over all the cells."""
-        west = min(c.west for c in cells)
-        south = min(c.south for c in cells)
-        east = max(c.east for c in cells)
-        north = max(c.north for c in cells)
-        counts = [0] * len(cells)
-        for tile in mercantile.tiles(west, south, east, north, COVERAGE_ZOOM):
+    def _coverage(self, cells: list[BBox]) -> list[Point]:
+        """The image points of the coverage tiles over all the cells."""
+        points: list[Point] = []
+        for tile in tiles_over(cells, COVERAGE_ZOOM):
             data = self.client.get_bytes(f"{self.tiles_url}/{tile.z}/{tile.x}/{tile.y}",
                                          {"access_token": self._token})
-            for lon, lat, _ in tile_points(data, tile, COVERAGE_LAYER, self.name):
-                for i, cell in enumerate(cells):
-                    if cell.contains(lat, lon):
-                        counts[i] += 1
-                        break
-        return counts
+            points += tile_points(data, tile, COVERAGE_LAYER, self.name)
+        return points
 
 
 def _listing(record: Any) -> Listing | str:
@@ -108,7 +92,7 @@ def _listing(record: Any) -> Listing | str:
         lat=lat,
         lon=lon,
         image_url=str(url),
-        heading_deg=float(heading) % 360 if isinstance(heading, int | float) else None,
+        heading_deg=compass(heading),
         captured_at=_iso(record.get("captured_at")),
         panorama=panorama,
         licence=LICENCE,

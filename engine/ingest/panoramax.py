@@ -18,7 +18,7 @@ from pystac_client.stac_api_io import StacApiIO
 from engine.errors import SourceAuthFailed, SourceUnavailable
 from engine.ingest.area import BBox
 from engine.ingest.http import PoliteClient
-from engine.ingest.listing import Listing
+from engine.ingest.listing import Listing, compass
 from engine.ingest.platform import CellListing
 
 NAME = "panoramax"
@@ -44,11 +44,7 @@ class Panoramax:
                                      datetime=f"{since}/.." if since else None)
         for page in _pages(search, self.name):
             for feature in page.get("features", []):
-                listing = self._listing(feature)
-                if isinstance(listing, str):
-                    result.malformed.append(listing)
-                elif cell.contains(listing.lat, listing.lon):
-                    result.listings.append(listing)
+                result.take(self._listing(feature), cell)
         return result
 
     def _open(self) -> Client:
@@ -75,14 +71,13 @@ class Panoramax:
         asset = assets.get(PANORAMA_ASSET if panorama else FLAT_ASSET) or assets.get("hd")
         if not picture_id or not isinstance(asset, dict) or not asset.get("href"):
             return f"{picture_id or 'a record'} has no id or no picture asset"
-        azimuth = props.get("view:azimuth")
         return Listing(
             source=self.name,
             source_id=str(picture_id),
             lat=lat,
             lon=lon,
             image_url=str(asset["href"]),
-            heading_deg=float(azimuth) % 360 if isinstance(azimuth, int | float) else None,
+            heading_deg=compass(props.get("view:azimuth")),
             captured_at=props.get("datetime"),
             panorama=panorama,
             licence=props.get("license"),

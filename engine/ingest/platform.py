@@ -17,6 +17,16 @@ class CellListing:
     malformed: list[str] = field(default_factory=list)  # why each unusable record was left out
     complete: bool = True  # False: the platform cut the answer off; ask for the quarters
 
+    def take(self, listing: Listing | str, cell: BBox, since: str | None = None) -> None:
+        """One parsed record: its reason if it is unusable, else kept if it lies in `cell`
+        and (for a platform that cannot filter by capture time) was captured at or after
+        `since`."""
+        if isinstance(listing, str):
+            self.malformed.append(listing)
+        elif cell.contains(listing.lat, listing.lon) and (
+                since is None or (listing.captured_at or "") >= since):
+            self.listings.append(listing)
+
 
 class Platform(Protocol):
     name: str
