@@ -93,14 +93,11 @@ def _typed_refusals(config: ServerConfig) -> Any:
             return await handler(request)
         except GeoSleuthError as exc:
             status, kind = http_status(exc)
-            metrics.errors.labels(kind).inc()
-            if request.path == "/v1/locate":
-                metrics.requests.labels(kind).inc()
+            metrics.refused(kind, locate=request.path == "/v1/locate")
             headers = {"Retry-After": str(config.retry_after_s)} if status == 503 else None
             return _refusal(status, kind, str(exc), headers)
         except web.HTTPRequestEntityTooLarge:
-            metrics.errors.labels("too_large").inc()
-            metrics.requests.labels("too_large").inc()
+            metrics.refused("too_large")  # only /v1/locate takes a body
             limit = request.app[BODY_LIMIT_KEY]
             return _refusal(413, "too_large", f"the request body is over the limit of"
                             f" {limit:,} bytes; send a smaller or recompressed copy")
@@ -143,8 +140,7 @@ async def _locate(request: web.Request) -> web.StreamResponse:
         if not stream.prepared:
             raise
         status, kind = http_status(exc)  # the status line is sent: the refusal goes in-band
-        metrics.errors.labels(kind).inc()
-        metrics.requests.labels(kind).inc()
+        metrics.refused(kind)
         await send({"event": "error", "status": status, "error": kind, "message": str(exc)})
     else:
         _count(metrics, result, started)

@@ -30,3 +30,9 @@ class ServerMetrics:
                                 registry=self.registry)
         self.model = Gauge("geosleuth_model_info", "The backends and the device they run on",
                            ["descriptor", "verifier", "device"], registry=self.registry)
+
+    def refused(self, kind: str, *, locate: bool = True) -> None:
+        """A refusal: counted by kind, and as the outcome of a locate request if it was one."""
+        self.errors.labels(kind).inc()
+        if locate:
+            self.requests.labels(kind).inc()
