@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -41,7 +40,7 @@ from engine.remote import RemoteEngine  # noqa: E402
 from engine.results import ReferenceRecord  # noqa: E402
 from engine.sources import SourceScan  # noqa: E402
 from engine.synthetic import make_street  # noqa: E402
-from tests.conftest import jpeg_bytes  # noqa: E402
+from tests.conftest import jpeg_bytes, start_serve  # noqa: E402
 
 TOKEN = "bench-serve-token"
 STREETS = 3
@@ -122,15 +121,8 @@ def _free_port() -> int:
 
 
 def _serve(index: Path, port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())",
-         "serve", "--index", str(index), "--port", str(port)],
-        cwd=ROOT, env=os.environ | {"GEOSLEUTH_SERVER_TOKENS": TOKEN},
-        stderr=subprocess.PIPE, text=True)
+    process, _ = start_serve(index, TOKEN, port)
     _servers.append(process)
-    line = process.stderr.readline()
-    if "listening" not in line:
-        raise SystemExit(f"geosleuth serve did not start: {line}")
     return process
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,8 +20,23 @@ from engine.results import ReferenceRecord
 from engine.sources import SourceScan, scan_source
 from engine.synthetic import SyntheticView, make_street
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
 HOLD_OUT_EVERY = 3
+# The `geosleuth` command, for a test or benchmark that runs it in a child process.
+GEOSLEUTH = [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())"]
+
+
+def start_serve(index: Path, tokens: str, port: int = 0) -> tuple[subprocess.Popen, str]:
+    """`geosleuth serve` in a child process, once it listens: the process and its URL."""
+    child = subprocess.Popen(
+        [*GEOSLEUTH, "serve", "--index", str(index), "--port", str(port)], cwd=ROOT,
+        env=os.environ | {"GEOSLEUTH_SERVER_TOKENS": tokens}, stderr=subprocess.PIPE, text=True)
+    line = child.stderr.readline()
+    if "listening on http://127.0.0.1:" not in line:
+        child.kill()
+        raise RuntimeError(f"geosleuth serve did not start: {line.strip()}")
+    return child, line.strip().rsplit(" ", 1)[-1]
 
 
 def shared_data(*parts: str) -> Path:

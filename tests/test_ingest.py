@@ -21,6 +21,7 @@ from engine.ingest.http import PoliteClient
 from engine.ingest.mapillary import Mapillary
 from engine.ingest.registry import create_platform
 from engine.synthetic import make_street
+from tests.conftest import GEOSLEUTH
 from tests.fakes.platforms import MAPILLARY_TOKEN, FakeImage, FakePlatform, FakeServer, Faults
 
 ORIGIN = (52.5200, 13.4050)
@@ -284,7 +285,6 @@ def test_a_crawl_stopped_by_sigint_half_way_resumes_and_ingests_each_image_once(
     """The real command in a child process, interrupted while images are still arriving."""
     import signal
     import subprocess
-    import sys
     import time
 
     views = make_street(seed=12, n_views=24, origin=ORIGIN)
@@ -292,8 +292,7 @@ def test_a_crawl_stopped_by_sigint_half_way_resumes_and_ingests_each_image_once(
     fake = FakePlatform(images=images, faults=Faults(image_delay_s=0.1))
     config = tmp_path / "geosleuth.toml"
     index = tmp_path / "idx"
-    command = [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())",
-               "--config", str(config), "ingest", "panoramax", "--bbox",
+    command = [*GEOSLEUTH, "--config", str(config), "ingest", "panoramax", "--bbox",
                "13.40,52.515,13.41,52.525", "--index", str(index)]
     with FakeServer("panoramax", fake) as server:
         config.write_text(f'[engine]\ndescriptor = "vlad"\nverifier = "sift"\n[ingest]\n'

@@ -17,7 +17,7 @@ from engine.locator import Locator
 from engine.remote import EngineUnreachable, RemoteEngine, RemoteImageRefused
 from engine.server.app import create_app
 from engine.server.config import ServerConfig
-from tests.conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes, start_serve
 
 TOKEN = "remote-test-token"
 
@@ -120,21 +120,11 @@ def test_an_unreachable_engine_is_a_clear_sentence_and_the_bot_still_starts():
 
 def test_an_engine_killed_mid_request_is_a_clear_failure(street_index, street_queries):
     """`geosleuth serve` in a child process, SIGKILLed while it works on the photo."""
-    import os
     import signal
-    import subprocess
-    import sys
-    from pathlib import Path
 
     photo = jpeg_bytes(street_queries[0].rgb)
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())",
-         "serve", "--index", str(street_index.index_path), "--port", "0"],
-        cwd=Path(__file__).parents[1], env=os.environ | {"GEOSLEUTH_SERVER_TOKENS": TOKEN},
-        stderr=subprocess.PIPE, text=True)
+    child, url = start_serve(street_index.index_path, TOKEN)
     try:
-        url = child.stderr.readline().strip().rsplit(" ", 1)[-1]
-
         async def scenario():
             async with remote(url, connect_retries=0) as engine:
                 def kill_when_it_works(event) -> None:

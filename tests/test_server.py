@@ -18,7 +18,7 @@ from engine.config import EngineLimits
 from engine.locator import Locator
 from engine.server.app import create_app
 from engine.server.config import ServerConfig
-from tests.conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes, start_serve
 
 TOKENS = ("bot-one-secret-token", "bot-two-secret-token")
 AUTH = {"Authorization": f"Bearer {TOKENS[1]}"}
@@ -195,22 +195,11 @@ def test_the_app_refuses_to_exist_without_a_token(street_index):
 
 def test_geosleuth_serve_answers_then_stops_cleanly_on_sigterm(street_index, street_queries):
     """The real command in a child process, as a service manager runs it."""
-    import os
     import signal
-    import subprocess
-    import sys
     import urllib.request
-    from pathlib import Path
 
-    env = os.environ | {"GEOSLEUTH_SERVER_TOKENS": ",".join(TOKENS)}
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())",
-         "serve", "--index", str(street_index.index_path), "--port", "0"],
-        cwd=Path(__file__).parents[1], env=env, stderr=subprocess.PIPE, text=True)
+    child, url = start_serve(street_index.index_path, ",".join(TOKENS))
     try:
-        line = child.stderr.readline()
-        assert "listening on http://127.0.0.1:" in line, line
-        url = line.strip().rsplit(" ", 1)[-1]
         request = urllib.request.Request(f"{url}/v1/locate", method="POST",
                                          data=jpeg_bytes(street_queries[0].rgb), headers=AUTH)
         with urllib.request.urlopen(request, timeout=120) as response:

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import ParseResult, parse_qs, urlencode, urlparse
 
 import mapbox_vector_tile
 import mercantile
@@ -123,6 +123,22 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *_: object) -> None:
         return None
 
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        self.platform.count(url.path, self.headers.get("User-Agent"))
+        self.route(url, {k: v[0] for k, v in parse_qs(url.query).items()})
+
+    def route(self, url: ParseResult, query: dict[str, str]) -> None:
+        """Each platform's paths."""
+        raise NotImplementedError
+
+    def _throttled(self, path: str) -> bool:
+        """Answer the platform's one 429 (Retry-After: 1) if this is the request for it."""
+        if not self.platform.should_throttle(path):
+            return False
+        self._send(429, b"{}", headers={"Retry-After": "1"})
+        return True
+
     def _send(self, status: int, body: bytes, kind: str = "application/json",
               headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -153,15 +169,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _PanoramaxHandler(_Handler):
-    def do_GET(self) -> None:
-        url = urlparse(self.path)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        self.platform.count(url.path, self.headers.get("User-Agent"))
+    def route(self, url: ParseResult, query: dict[str, str]) -> None:
         if url.path == "/api":
             self._json(self._landing())
         elif url.path == "/api/search":
-            if self.platform.should_throttle(url.path):
-                self._send(429, b"{}", headers={"Retry-After": "1"})
+            if self._throttled(url.path):
                 return
             self._json(self._search(query))
         elif url.path.startswith("/pictures/"):
@@ -218,10 +230,7 @@ class _PanoramaxHandler(_Handler):
 
 
 class _MapillaryHandler(_Handler):
-    def do_GET(self) -> None:
-        url = urlparse(self.path)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        self.platform.count(url.path, self.headers.get("User-Agent"))
+    def route(self, url: ParseResult, query: dict[str, str]) -> None:
         if url.path.startswith("/tiles/"):
             if query.get("access_token") != MAPILLARY_TOKEN:
                 self._json({"error": {"message": "Invalid OAuth access token"}}, 401)
@@ -231,9 +240,7 @@ class _MapillaryHandler(_Handler):
         elif url.path == "/images":
             if self.headers.get("Authorization") != f"OAuth {MAPILLARY_TOKEN}":
                 self._json({"error": {"message": "Invalid OAuth access token"}}, 401)
-            elif self.platform.should_throttle(url.path):
-                self._send(429, b"{}", headers={"Retry-After": "1"})
-            else:
+            elif not self._throttled(url.path):
                 self._json(self._search(query))
         elif url.path.startswith("/img/"):
             self._image(url.path.split("/")[2].removesuffix(".jpg"))
@@ -284,13 +291,9 @@ def _mvt_points(tile: mercantile.Tile, layer: str,
 
 
 class _KartaViewHandler(_Handler):
-    def do_GET(self) -> None:
-        url = urlparse(self.path)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        self.platform.count(url.path, self.headers.get("User-Agent"))
+    def route(self, url: ParseResult, query: dict[str, str]) -> None:
         if url.path == "/2.0/photo/":
-            if self.platform.should_throttle(url.path):
-                self._send(429, b"{}", headers={"Retry-After": "1"})
+            if self._throttled(url.path):
                 return
             bbox = [float(query["nwLng"]), float(query["seLat"]), float(query["seLng"]),
                     float(query["nwLat"])]
@@ -319,13 +322,9 @@ class _KartaViewHandler(_Handler):
 
 
 class _AmsterdamHandler(_Handler):
-    def do_GET(self) -> None:
-        url = urlparse(self.path)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        self.platform.count(url.path, self.headers.get("User-Agent"))
+    def route(self, url: ParseResult, query: dict[str, str]) -> None:
         if url.path == "/panorama/panoramas/":
-            if self.platform.should_throttle(url.path):
-                self._send(429, b"{}", headers={"Retry-After": "1"})
+            if self._throttled(url.path):
                 return
             found = self.platform.inside([float(v) for v in query["bbox"].split(",")],
                                          query.get("timestamp_after"))
@@ -361,10 +360,7 @@ class _AmsterdamHandler(_Handler):
 
 
 class _MapilioHandler(_Handler):
-    def do_GET(self) -> None:
-        url = urlparse(self.path)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        self.platform.count(url.path, self.headers.get("User-Agent"))
+    def route(self, url: ParseResult, query: dict[str, str]) -> None:
         if url.path == "/wmts":
             z, x, y = (int(query[k]) for k in ("z", "x", "y"))
             points = [(i.lon, i.lat, self._point(i)) for i in self.platform.images]
@@ -374,8 +370,7 @@ class _MapilioHandler(_Handler):
             self._send(200, _mvt_points(mercantile.Tile(x, y, z), "map_points", points),
                        "application/vnd.mapbox-vector-tile")
         elif url.path == "/api/sequence-detail":
-            if self.platform.should_throttle(url.path):
-                self._send(429, b"{}", headers={"Retry-After": "1"})
+            if self._throttled(url.path):
                 return
             self._json({"data": [{"id": int(i.image_id), "filename": f"{i.image_id}.jpg",
                                   "uploaded_hash": "h4sh", "username": i.creator}
