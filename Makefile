@@ -19,7 +19,7 @@ $(DEMO_STAMP): pyproject.toml requirements-learned.txt | $(BIN)/python
 	touch $(DEMO_STAMP)
 
 $(TEST_STAMP): pyproject.toml requirements-learned.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[neural,bots,test]'
+	$(BIN)/python -m pip install --quiet -e '.[neural,bots,milvus,test]'
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-learned.txt
 	touch $(TEST_STAMP)
 

@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_index_option(stats, required=True)
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(handler=_run_index_stats)
+    migrate = index_commands.add_parser("migrate", help="copy an index's vectors into Milvus")
+    _add_index_option(migrate, required=True)
+    migrate.add_argument("--to", required=True, metavar="milvus://HOST:PORT/COLLECTION",
+                         help="the collection (milvus:///PATH/FILE.db/COLLECTION: Milvus Lite)")
+    migrate.add_argument("--batch", type=_at_least(1), default=1_000,
+                         help="vectors per upsert (default: %(default)s)")
+    migrate.set_defaults(handler=_run_index_migrate)
 
     locate = commands.add_parser("locate", help="find where one photo was taken")
     locate.add_argument("photo", type=Path, metavar="PHOTO")
@@ -246,6 +253,8 @@ def _run_index_stats(args: argparse.Namespace, config: AppConfig) -> int:
         # What the vectors depend on: vlad's projection, cosplace's backbone and weights' hash.
         "descriptor_state": {k: v for k, v in manifest.descriptor_state.items() if k != "files"},
         "features": manifest.features_verifier,
+        "vectors": (manifest.vector_store if manifest.milvus_collection is None
+                    else f"milvus collection '{manifest.milvus_collection}'"),
         "indexed": stats.indexed,
         "pending": stats.pending,
         "failed": stats.failed,
@@ -264,6 +273,26 @@ def _run_index_stats(args: argparse.Namespace, config: AppConfig) -> int:
         elif key in ("sources", "descriptor_state"):
             value = ", ".join(f"{s}: {n}" for s, n in value.items()) or "none"
         print(f"{key:>24}: {value}")
+    return 0
+
+
+def _run_index_migrate(args: argparse.Namespace, config: AppConfig) -> int:
+    from engine.index.migrate import MilvusTarget, migrate_to_milvus
+
+    target = MilvusTarget.parse(args.to)
+    bars = PhaseBars()
+    try:
+        report = migrate_to_milvus(args.index, target, config.engine.index,
+                                   ef=config.engine.search.ef, batch_size=args.batch,
+                                   progress=bars)
+    finally:
+        bars.close()
+    resumed = f", resumed at {report.resumed_at}" if report.resumed_at else ""
+    print(f"Copied {report.copied_now} vectors in {report.seconds:.1f} s{resumed}; the collection"
+          f" '{target.collection}' holds all {report.total}. {report.agreeing} of"
+          f" {report.sampled} sampled references find the same nearest neighbour as before.")
+    print(f"The index now reads its vectors from Milvus: set [engine.index] backend = \"milvus\""
+          f" and uri = \"{target.uri}\" (vectors.hnsw and vectors.f16 are no longer read).")
     return 0
 
 

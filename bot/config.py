@@ -25,6 +25,7 @@ TELEGRAM_TOKEN_ENV = "GEOSLEUTH_TELEGRAM_TOKEN"
 DISCORD_TOKEN_ENV = "GEOSLEUTH_DISCORD_TOKEN"
 WEBHOOK_SECRET_ENV = "GEOSLEUTH_TELEGRAM_WEBHOOK_SECRET"
 ENGINE_TOKEN_ENV = "GEOSLEUTH_ENGINE_TOKEN"
+MILVUS_TOKEN_ENV = "GEOSLEUTH_MILVUS_TOKEN"
 WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
@@ -132,6 +133,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     if env.get(ENGINE_TOKEN_ENV):
         remote = replace(config.engine.remote, token=env[ENGINE_TOKEN_ENV])
         config = replace(config, engine=replace(config.engine, remote=remote))
+    if env.get(MILVUS_TOKEN_ENV):
+        index = replace(config.engine.index, token=env[MILVUS_TOKEN_ENV])
+        config = replace(config, engine=replace(config.engine, index=index))
     if env.get(SERVER_TOKENS_ENV):
         tokens = tuple(t.strip() for t in env[SERVER_TOKENS_ENV].split(",") if t.strip())
         config = replace(config, server=replace(config.server, tokens=tokens))

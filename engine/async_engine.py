@@ -27,6 +27,7 @@ from engine.errors import (
     EngineStopped,
     EngineTimeout,
     GeoSleuthError,
+    VectorStoreUnavailable,
 )
 from engine.geo import SearchArea
 from engine.locator import Locator, Query
@@ -72,6 +73,17 @@ class AsyncEngine:
         """Started, not closing, and its worker still running (for health checks)."""
         return self._worker is not None and not self._worker.done() and not self._closing
 
+    async def vectors_ready(self) -> bool:
+        """Whether the vector store would answer a search now (Milvus may be down for a while;
+        the engine keeps running and is ready again when it is back)."""
+        if self._locator is None:
+            return False
+        try:
+            await asyncio.to_thread(self._locator.index.vectors.check_ready)
+        except VectorStoreUnavailable:
+            return False
+        return True
+
     @property
     def worker(self) -> asyncio.Task[None] | None:
         """The task that runs the jobs; it ends only on close(), or when it crashed."""
@@ -107,6 +119,7 @@ class AsyncEngine:
             "references": len(locator.index),
             "descriptor": locator.descriptor.name,
             "verifier": locator.verifier.name,
+            "vector_store": locator.index.vectors.backend,
             "device": runtime.label if runtime is not None else "cpu",
         }
 

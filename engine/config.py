@@ -176,6 +176,34 @@ class RemoteConfig:
     busy_retries: int = 2  # a 503 is retried after its Retry-After
 
 
+VECTOR_BACKENDS = ("hnswlib", "milvus")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Where a new index keeps its vectors; an existing index's manifest records its own."""
+
+    backend: str = "hnswlib"  # or "milvus": the vectors in a Milvus collection
+    # Milvus: "http://host:19530", or a local "path/file.db" for the embedded Milvus Lite.
+    uri: str = ""
+    token: str = field(default="", repr=False)  # prefer $GEOSLEUTH_MILVUS_TOKEN
+    collection: str = "geosleuth"  # for a new index; an existing one names its own
+    # Set from bench/bench_milvus.py (recall@1 against exact search, ms per query).
+    index_type: str = "HNSW"
+    index_params: dict[str, int | float | str] = field(
+        default_factory=lambda: {"M": 16, "efConstruction": 200})
+    # Search parameters for the index type; HNSW's "ef" defaults to [engine.search] ef.
+    search_params: dict[str, int | float | str] = field(default_factory=dict)
+    timeout_s: float = 10.0  # per Milvus call: a slow Milvus is an unavailable one
+
+    def __post_init__(self) -> None:
+        if self.backend not in VECTOR_BACKENDS:
+            raise ConfigError(f"'engine.index.backend' must be one of {', '.join(VECTOR_BACKENDS)},"
+                              f" not '{self.backend}'")
+        if self.timeout_s <= 0:
+            raise ConfigError("'engine.index.timeout_s' must be positive")
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     index_path: Path = Path("index")
@@ -198,6 +226,7 @@ class EngineConfig:
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
     limits: EngineLimits = field(default_factory=EngineLimits)
     remote: RemoteConfig = field(default_factory=RemoteConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
 
 
 def build_config(cls: type[T], values: dict[str, Any], key_prefix: str = "") -> T:
@@ -224,6 +253,8 @@ def _coerce(hint: Any, raw: Any, key: str) -> Any:
         if raw is None:
             return None
         return _coerce(options[0], raw, key)
+    if origin is dict:
+        return _table_of_scalars(raw, key)
     if origin in (tuple, list):
         if not isinstance(raw, list | tuple):
             raise ConfigError(f"'{key}' must be a list")
@@ -252,3 +283,13 @@ def _coerce(hint: Any, raw: Any, key: str) -> Any:
             raise ConfigError(f"'{key}' must be a string")
         return raw
     return raw
+
+
+def _table_of_scalars(raw: Any, key: str) -> dict[str, int | float | str]:
+    """A table of plain values, such as a vector index's parameters."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{key}' must be a table")
+    for name, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ConfigError(f"'{key}.{name}' must be a number or a string")
+    return dict(raw)

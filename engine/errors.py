@@ -114,6 +114,18 @@ class EmptyIndex(ReferenceIndexError):
         super().__init__(f"The reference index at {path} holds no images yet.")
 
 
+class VectorStoreUnavailable(ReferenceIndexError):
+    """The vector database (Milvus) did not answer in time; it may recover on its own.
+
+    The sentence is for chat users and names no host; `detail` is for the operator's log.
+    """
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__("The reference index isn't answering right now (its vector database"
+                         " is unreachable or slow); please try again in a minute.")
+
+
 class SourceError(GeoSleuthError):
     """A reference source (folder, CSV manifest) cannot be read."""
 

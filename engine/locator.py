@@ -117,7 +117,7 @@ class Locator:
 
     @classmethod
     def open(cls, config: EngineConfig) -> Locator:
-        return cls(config, ReferenceIndex.open(config.index_path))
+        return cls(config, ReferenceIndex.open(config.index_path, config.index))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -171,7 +171,7 @@ def test_a_small_area_is_scored_exactly_from_the_stored_rows(street_index, stree
                                     min(v.lat for v in street) - 1e-3,
                                     max(v.lon for v in street) + 1e-3,
                                     max(v.lat for v in street) + 1e-3)
-        inside = index.area_labels(area)
+        inside = index.vectors.area_labels(area)
         stored = index.vectors.vectors_of(inside)
         query = stored[3] + 0.5 * stored[5]
         query /= np.linalg.norm(query)

@@ -1,8 +1,9 @@
 """Builds and extends an index; resumable and idempotent.
 
 Order of commits: catalogue rows first (pending), then vectors and pictures, then a checkpoint
-that saves the vector file and only afterwards marks its rows indexed. A crash at any point
-leaves rows pending that the next run redoes; re-adding a label to hnswlib replaces it.
+that commits the vector store (saves the hnswlib file, flushes Milvus) and only afterwards marks
+its rows indexed. A crash at any point leaves rows pending that the next run redoes; adding a
+label again replaces it, in hnswlib and in Milvus (an upsert) alike.
 One build at a time holds an index (a lock file); a new index whose build is refused before
 it has a manifest leaves nothing behind.
 """
@@ -36,8 +37,8 @@ from engine.index.catalog import CATALOG_NAME, Catalog, PendingRef
 from engine.index.feature_store import FeatureStore
 from engine.index.manifest import MANIFEST_NAME, Manifest
 from engine.index.store import ReferenceStore
-from engine.index.vector_rows import ROWS_NAME, VectorRows
-from engine.index.vectors import VECTORS_NAME, VectorIndex
+from engine.index.stores import check_backend, open_for_build
+from engine.index.vector_store import VectorStore
 from engine.sources import SourceScan
 from engine.threads import worker_pool
 from engine.verifiers import create_verifier
@@ -121,13 +122,15 @@ def _build_locked(
         store = ReferenceStore(directory)
         descriptor, manifest = _open_descriptor(directory, catalog, store, config,
                                                 descriptor_name, report)
-        vectors = _open_vectors(directory, manifest)
-        rows = _open_rows(directory, manifest, vectors)
-        features = _feature_store(directory, manifest, config)
-        indexed, failed = _describe_pending(
-            directory, catalog, store, descriptor, features, vectors, rows, manifest, config,
-            report,
-        )
+        vectors = open_for_build(directory, manifest, config.index)
+        try:
+            features = _feature_store(directory, manifest, config)
+            indexed, failed = _describe_pending(
+                directory, catalog, store, descriptor, features, vectors, manifest, config,
+                report,
+            )
+        finally:
+            vectors.close()
         stats = catalog.stats()
         failures = tuple(catalog.failures())
     finally:
@@ -184,6 +187,7 @@ def _open_descriptor(
     """Load the index's descriptor, or create (and fit) it for a new index."""
     if (directory / MANIFEST_NAME).is_file():
         manifest = Manifest.load(directory)
+        check_backend(directory, manifest, config.index)
         wanted = descriptor_name or manifest.descriptor
         if wanted != manifest.descriptor:
             raise DescriptorMismatch(manifest.descriptor, wanted)
@@ -206,6 +210,8 @@ def _open_descriptor(
         descriptor_state=state,
         features_verifier=verifier.name if config.store_reference_features else None,
         features_fingerprint=verifier.fingerprint() if config.store_reference_features else None,
+        vector_store=config.index.backend,
+        milvus_collection=config.index.collection if config.index.backend == "milvus" else None,
     )
     manifest.save(directory)
     return descriptor, manifest
@@ -247,24 +253,6 @@ def _feature_store(
     return FeatureStore(directory, verifier)
 
 
-def _open_vectors(directory: Path, manifest: Manifest) -> VectorIndex:
-    path = directory / VECTORS_NAME
-    if path.is_file():
-        return VectorIndex.load(path, manifest.dim)
-    return VectorIndex.create(
-        manifest.dim, m=manifest.hnsw_m, ef_construction=manifest.hnsw_ef_construction
-    )
-
-
-def _open_rows(directory: Path, manifest: Manifest, vectors: VectorIndex) -> VectorRows:
-    """The exact-scoring rows; an index built before them gets them copied in once."""
-    rows = VectorRows(directory / ROWS_NAME, manifest.dim)
-    labels = vectors.labels()
-    if len(labels) and not rows.covers(labels):
-        rows.write(vectors.vectors_of(labels), labels)
-    return rows
-
-
 @dataclass(slots=True)
 class _Prepared:
     ref_id: int
@@ -298,8 +286,7 @@ def _describe_pending(
     store: ReferenceStore,
     descriptor: GlobalDescriptor,
     features: FeatureStore | None,
-    vectors: VectorIndex,
-    rows: VectorRows,
+    vectors: VectorStore,
     manifest: Manifest,
     config: EngineConfig,
     report: BuildProgress,
@@ -341,8 +328,10 @@ def _describe_pending(
 
     def checkpoint() -> None:
         nonlocal manifest, done_rows, failed_rows
-        if done_rows:
-            vectors.save(directory / VECTORS_NAME)
+        # A row that failed now may hold a vector from a crashed earlier run: not searchable.
+        vectors.delete(np.array([ref_id for ref_id, _ in failed_rows], dtype=np.int64))
+        if done_rows or failed_rows:
+            vectors.commit()
         catalog.mark_indexed(done_rows)
         catalog.mark_failed(failed_rows)
         manifest = manifest.updated(count=len(vectors),
@@ -352,6 +341,7 @@ def _describe_pending(
 
     report("indexing", 0, total)
     done = 0
+    positions = {ref.ref_id: (ref.lat, ref.lon) for ref in pending}
     with worker_pool(config.neural.cpu_threads, "prepare") as pool:
         for chunk in _prefetched(pool, prepare, pending):
             describe_batch(chunk)
@@ -359,8 +349,8 @@ def _describe_pending(
             if good:
                 stacked = np.stack([p.vector for p in good])
                 labels = np.array([p.ref_id for p in good])
-                vectors.add(stacked, labels)
-                rows.write(stacked, labels)
+                lats, lons = np.array([positions[p.ref_id] for p in good]).T
+                vectors.add(stacked, labels, lats, lons)
             done_rows += [(p.ref_id, p.store_path) for p in good if p.store_path]
             failed_rows += [(p.ref_id, p.error or "unknown") for p in chunk if p.vector is None]
             indexed += len(good)

@@ -43,6 +43,8 @@ _ADDED_COLUMNS = {"licence": "TEXT", "creator": "TEXT", "link": "TEXT"}
 class PendingRef:
     ref_id: int
     original_path: str
+    lat: float
+    lon: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +113,12 @@ class Catalog:
         return int(done)
 
     def pending(self, limit: int | None = None) -> list[PendingRef]:
-        sql = "SELECT id, original_path FROM refs WHERE status = 'pending' ORDER BY id"
+        sql = ("SELECT id, original_path, lat, lon FROM refs WHERE status = 'pending'"
+               " ORDER BY id")
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         with self._lock:
-            return [PendingRef(i, p) for i, p in self._db.execute(sql)]
+            return [PendingRef(*row) for row in self._db.execute(sql)]
 
     def mark_indexed(self, stored: Sequence[tuple[int, str]]) -> None:
         """Record (ref_id, store_path) pairs as searchable."""
@@ -139,7 +142,8 @@ class Catalog:
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, source, source_id, lat, lon, store_path, heading, captured_at,"
-                f" attribution, {self._added} FROM refs WHERE id IN ({marks})",
+                f" attribution, {self._added} FROM refs WHERE id IN ({marks})"
+                " AND status='indexed'",
                 [int(i) for i in ref_ids],
             ).fetchall()
         return {row[0]: CatalogEntry(*row) for row in rows}

@@ -32,6 +32,9 @@ class Manifest:
     failed: int = 0
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
+    # Where the vectors live: "hnswlib" (files here) or "milvus" (this collection there).
+    vector_store: str = "hnswlib"
+    milvus_collection: str | None = None
     created_at: str = field(default_factory=utc_now)
     updated_at: str = field(default_factory=utc_now)
     format_version: int = FORMAT_VERSION

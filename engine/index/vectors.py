@@ -44,6 +44,15 @@ class VectorIndex:
             self._index.resize_index(max(needed, capacity * 2))
         self._index.add_items(vectors.astype(np.float32), labels.astype(np.int64), num_threads=1)
 
+    def delete(self, labels: np.ndarray) -> None:
+        """Take labels out of every search (a label not in the graph is skipped)."""
+        if not len(labels):
+            return
+        present = set(self._index.get_ids_list())
+        for label in labels.tolist():
+            if label in present:
+                self._index.mark_deleted(int(label))
+
     def search(
         self, vector: np.ndarray, k: int, *, ef: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:

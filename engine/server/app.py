@@ -200,6 +200,8 @@ async def _health(request: web.Request) -> web.Response:
     engine = request.app[ENGINE_KEY]
     if not engine.healthy:
         return web.json_response({"status": "unavailable"}, status=503)
+    if not await engine.vectors_ready():  # why is in the log: this path needs no token
+        return web.json_response({"status": "index_unavailable"}, status=503)
     return web.json_response({"status": "ready", "queue": engine.queue_length})
 
 

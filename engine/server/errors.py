@@ -17,6 +17,7 @@ from engine.errors import (
     SearchAreaError,
     TooManyPixels,
     TruncatedImage,
+    VectorStoreUnavailable,
 )
 
 
@@ -40,6 +41,7 @@ _STATUS: tuple[tuple[type[GeoSleuthError], int, str], ...] = (
     (EngineTimeout, 504, "timeout"),
     (EngineStopped, 503, "stopped"),
     (EngineFailed, 503, "engine_failed"),
+    (VectorStoreUnavailable, 503, "index_unavailable"),
 )
 
 
