@@ -132,7 +132,7 @@ def test_adding_a_label_again_replaces_it_and_deleting_hides_it(store):
 def test_a_collection_of_another_index_version_is_refused(tmp_path):
     _milvus(tmp_path, *_synthetic()).close()
     other = MilvusStore.connect(_lite(tmp_path), "refs", DIM, "test-v2")
-    with pytest.raises(IndexCorrupt, match="index version test-v1.*this index is test-v2"):
+    with pytest.raises(IndexCorrupt, match=r"index version test-v1.*this index is test-v2"):
         other.load()
     with pytest.raises(IndexCorrupt, match="index version"):
         other.ensure_collection()  # nor is it written into
@@ -208,7 +208,7 @@ def test_the_target_of_a_migration_is_read_from_one_address():
     assert MilvusTarget.parse("milvus:///srv/m/lite.db/refs") == MilvusTarget(
         "/srv/m/lite.db", "refs")
     for wrong in ("http://host:19530/refs", "milvus://host:19530", "milvus://h:1/a/b"):
-        with pytest.raises(ConfigError, match="milvus://HOST:PORT/COLLECTION|no '/'"):
+        with pytest.raises(ConfigError, match=r"milvus://HOST:PORT/COLLECTION|no '/'"):
             MilvusTarget.parse(wrong)
 
 
