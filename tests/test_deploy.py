@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -38,7 +39,7 @@ def test_both_images_run_as_a_non_root_user_and_install_only_their_side():
         assert re.search(r"^USER geosleuth$", _final_stage(dockerfile), re.M), dockerfile
     engine = (DEPLOY / "Dockerfile.engine").read_text()
     bots = (DEPLOY / "Dockerfile.bots").read_text()
-    assert "'/src[neural]'" in engine and "bots" not in engine.split("pip install")[1]
+    assert "'/src[neural,milvus]'" in engine and "bots" not in engine.split("pip install")[1]
     assert "'/src[bots]'" in bots and "neural" not in bots and "torch" not in bots
 
 
@@ -73,3 +74,17 @@ def test_the_entrypoints_and_units_run_real_commands():
     for command in commands:
         assert Path(command[0]).name == "geosleuth", command
         parser.parse_args(command[1:])  # a wrong subcommand or option exits here
+
+
+def test_milvus_runs_only_in_its_profile_with_its_etcd_and_object_store():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    for name in ("etcd", "minio", "milvus"):
+        assert services[name]["profiles"] == ["milvus"], name
+    assert set(services["milvus"]["depends_on"]) == {"etcd", "minio"}
+    assert services["engine"]["depends_on"]["milvus"]["required"] is False
+    milvus_config = tomllib.loads((DEPLOY / "engine-milvus.toml").read_text())
+    assert milvus_config["engine"]["index"] == {"backend": "milvus",
+                                                "uri": "http://milvus:19530", "timeout_s": 10.0}
+    for toml_file in ("engine.toml", "engine-milvus.toml"):
+        load_config(DEPLOY / toml_file, env={})  # every key is one the engine knows
