@@ -659,3 +659,48 @@ def test_the_bot_serves_its_metrics(tmp_path, street_index, street_queries):
     assert 'geosleuth_bot_answers_total{outcome="located"} 1.0' in metrics
     assert 'geosleuth_bot_refusals_total{reason="bad_image"} 1.0' in metrics
     assert "geosleuth_bot_answer_seconds_count 2.0" in metrics
+
+
+def test_an_engine_killed_under_a_bot_leaves_no_request_unanswered(tmp_path, street_index,
+                                                                  street_queries):
+    """`geosleuth serve` SIGKILLed while the bot's photos are with it: each user is told, the
+    store holds no request still pending, and the restarted engine answers the next photo."""
+    import signal
+    import sqlite3
+
+    from engine.config import RemoteConfig
+    from tests.conftest import start_serve
+    from tests.test_remote_engine import TOKEN
+
+    child, url = start_serve(street_index.index_path, TOKEN)
+    port = int(url.rsplit(":", 1)[1])
+    photos = [jpeg_bytes(view.rgb) for view in street_queries[:3]]
+    users = [ALICE, BOB, user(1003, "Carol", "carol_geo")]
+
+    async def scenario():
+        nonlocal child
+        engine = replace(EngineConfig(), index_path=tmp_path / "no-index-here",
+                         remote=RemoteConfig(url=url, token=TOKEN, connect_retries=0))
+        async with running_bot(tmp_path, engine) as tg:
+            for person, photo in zip(users, photos, strict=True):
+                tg.send_photo(private_chat(person), person, photo)
+            await tg.wait_for("editMessageText", timeout=60)  # the engine is at work
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+            told = await tg.wait_for(
+                lambda c: "can't be reached" in c.params.get("text", ""), count=3, timeout=60)
+            child, _ = start_serve(street_index.index_path, TOKEN, port=port)
+            tg.send_photo(private_chat(ALICE), ALICE, photos[0])
+            [answer] = await tg.wait_for("sendPhoto", timeout=60)
+            return told, answer
+
+    try:
+        told, answer = _run(scenario, timeout=180)
+    finally:
+        child.kill()
+        child.stderr.close()
+    assert {c.params["chat_id"] for c in told} == {u["id"] for u in users}
+    assert "°" in answer.params["caption"]
+    with sqlite3.connect(tmp_path / "bot.sqlite") as db:
+        statuses = [s for (s,) in db.execute("SELECT status FROM requests ORDER BY id")]
+    assert statuses == ["failed", "failed", "failed", "done"]
