@@ -88,7 +88,10 @@ def _hnswlib(work: Path, vectors, labels, lats, lons) -> HnswStore:
         store.add(vectors[part], labels[part], lats[part], lons[part])
     print(f"hnswlib: built in {time.perf_counter() - began:.0f} s (one thread, M 16,"
           " ef_construction 200)", flush=True)
-    return store
+    # Opened afresh as the engine opens it, with every row written: a small area is then
+    # scored exactly from the rows, as it is in production.
+    return HnswStore(work, store.graph, VectorRows(work / ROWS_NAME, DIM),
+                     positions=(labels, lats, lons))
 
 
 def _milvus(work: Path, vectors, labels, lats, lons) -> MilvusStore:
