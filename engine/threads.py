@@ -26,10 +26,13 @@ def worker_pool(threads_per_op: int, name: str) -> ThreadPoolExecutor:
     threadpool_limits(limits=threads_per_op, user_api="blas")
     cv2.setNumThreads(threads_per_op)
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix=name,
-                              initializer=_limit_torch_threads, initargs=(threads_per_op,))
+                              initializer=_limit_worker_threads, initargs=(threads_per_op,))
 
 
-def _limit_torch_threads(threads_per_op: int) -> None:
+def _limit_worker_threads(threads_per_op: int) -> None:
+    """Per thread: OpenMP's limit (and so an OpenMP-built OpenBLAS's, as faiss bundles for
+    Milvus Lite) holds for the thread that sets it, and torch's is set per thread too."""
+    threadpool_limits(limits=threads_per_op, user_api="openmp")
     torch = sys.modules.get("torch")  # without the neural extra there is nothing to limit
     if torch is not None:
         torch.set_num_threads(threads_per_op)

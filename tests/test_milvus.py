@@ -301,6 +301,10 @@ def test_a_milvus_that_goes_away_is_a_clear_refusal_and_coming_back_needs_no_res
                 assert not await engine.vectors_ready()
                 assert engine.healthy  # the engine itself runs on
                 milvus = _serve_milvus(tmp_path / "milvus", port)
+                # gRPC reconnects within its backoff: ready again in seconds (bounded wait).
+                deadline = time.monotonic() + 60
+                while not await engine.vectors_ready() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.5)
                 again = await engine.locate(photo)
                 assert (again.status, again.lat, again.lon) == (first.status, first.lat,
                                                                 first.lon)
