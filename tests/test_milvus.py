@@ -242,8 +242,12 @@ def test_a_migration_interrupted_midway_resumes_and_answers_as_hnswlib(
         for view in street_queries:
             old = before.locate(jpeg_bytes(view.rgb))
             new = after.locate(jpeg_bytes(view.rgb))
-            assert (new.status, new.lat, new.lon) == (old.status, old.lat, old.lon)
-            assert [m.ref_id for m in new.matches] == [m.ref_id for m in old.matches]
+            # Positions are weighted sums of floats that faiss and hnswlib round apart in the
+            # last bits; equally verified matches may swap places for the same reason.
+            assert new.status == old.status and new.confidence == old.confidence
+            assert (new.lat, new.lon) == pytest.approx((old.lat, old.lon), abs=1e-9)
+            assert (sorted((m.ref_id, m.inliers) for m in new.matches)
+                    == sorted((m.ref_id, m.inliers) for m in old.matches))
     finally:
         before.close()
         after.close()
