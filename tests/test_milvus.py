@@ -30,6 +30,7 @@ from engine.index.migrate import STATE_NAME, MilvusTarget, migrate_to_milvus
 from engine.index.milvus_store import MilvusStore
 from engine.index.reference_index import ReferenceIndex
 from engine.index.vector_rows import ROWS_NAME, VectorRows
+from engine.index.vector_store import store_key
 from engine.index.vectors import VectorIndex
 from engine.locator import Locator
 from engine.results import ReferenceRecord
@@ -163,7 +164,7 @@ def _indexed(directory: Path) -> int:
 def _count(settings: IndexConfig, directory: Path) -> int:
     manifest = Manifest.load(directory)
     store = MilvusStore.connect(settings, manifest.milvus_collection or "", manifest.dim,
-                                f"{manifest.descriptor}-{manifest.descriptor_fingerprint[:16]}")
+                                store_key(manifest))
     try:
         return len(store)
     finally:

@@ -97,14 +97,8 @@ class HnswStore:
     def vectors_of(self, labels: np.ndarray) -> np.ndarray:
         return self.graph.vectors_of(labels)
 
-    def labels(self) -> np.ndarray:
-        return self.graph.labels()
-
     def check_ready(self) -> None:
         return None  # files already loaded into memory: always ready
-
-    def describe(self) -> dict[str, object]:
-        return {"backend": self.backend, "vectors": len(self)}
 
     def close(self) -> None:
         return None  # nothing held open

@@ -229,10 +229,6 @@ class MilvusStore:
             raise VectorStoreUnavailable(f"{self._where}: collection '{self.collection}' is"
                                          f" {state.get('state')}")
 
-    def describe(self) -> dict[str, object]:
-        return {"backend": self.backend, "collection": self.collection,
-                "index_type": self._settings.index_type, "vectors": len(self)}
-
     def close(self) -> None:
         self._client.close()
 

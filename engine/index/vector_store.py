@@ -47,10 +47,6 @@ class VectorStore(Protocol):
         """Raise VectorStoreUnavailable unless a search would be answered now."""
         ...
 
-    def describe(self) -> dict[str, object]:
-        """Backend and its settings, for `index stats` and /v1/index (no secrets)."""
-        ...
-
     def close(self) -> None:
         ...
 
