@@ -1,14 +1,11 @@
-"""The pictures a reply carries: the static map of an answer and the evidence of a match.
+"""The static map of an answer (the evidence picture is drawn by engine/evidence_picture).
 
 Rendering is blocking (tile downloads, Pillow); async callers run it in a worker thread.
 """
 
 from __future__ import annotations
 
-import functools
-import io
 import math
-import textwrap
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,10 +13,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from staticmap import StaticMap
 
 from bot.tiles import TileSource
+from engine.drawing import INK, png_bytes, typeface
 from engine.geo import haversine_m
 from engine.results import LocateResult
 
@@ -40,7 +38,6 @@ TRUTH = (22, 150, 70)
 EXIF = (37, 99, 235)
 CANDIDATE = (126, 34, 206)
 HEAT_RADIUS_PX = 26
-INK = (32, 33, 36)
 MUTED = (95, 99, 104)
 PAPER = (236, 234, 228)
 GRID = (214, 211, 203)
@@ -187,7 +184,7 @@ def _paper(view: _Viewport) -> Image.Image:
     """The fallback basemap: neutral paper with a labelled lat/lon grid in the same geometry."""
     img = Image.new("RGB", (view.width, view.height), PAPER)
     draw = ImageDraw.Draw(img)
-    font = _font(11)
+    font = typeface(11)
     top_lat, left_lon = px_to_latlon(view.left, view.top, view.zoom)
     bottom_lat, right_lon = px_to_latlon(view.left + view.width, view.top + view.height, view.zoom)
     labels_y = (HEADER_PX, view.height - FOOTER_PX - 14)  # keep labels clear of the cards
@@ -225,15 +222,6 @@ def _nice_step(raw: float) -> float:
 
 
 # --- drawing --------------------------------------------------------------------------------
-
-
-@functools.cache
-def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
-    try:
-        return ImageFont.truetype(name, size)
-    except OSError:
-        return ImageFont.load_default(size)
 
 
 def _marks(
@@ -333,7 +321,7 @@ def _draw_marks(img: Image.Image, view: _Viewport, marks: Sequence[_Mark]) -> No
     for m in marks:
         if m.kind == "alternative":
             x, y = view.to_image(m.lat, m.lon)
-            text.text((x, y), m.label, fill="white", font=_font(11, bold=True), anchor="mm")
+            text.text((x, y), m.label, fill="white", font=typeface(11, bold=True), anchor="mm")
 
 
 def _box(x: float, y: float, r: float) -> tuple[float, float, float, float]:
@@ -353,10 +341,10 @@ def _header(img: Image.Image, title: str, subtitle: str, legend: Sequence[tuple[
     w = img.width
     _panel(img, (8, 8, w - 8, HEADER_PX - 4), alpha=235)
     draw = ImageDraw.Draw(img)
-    draw.text((20, 14), title, fill=INK, font=_font(16, bold=True))
-    draw.text((20, 35), subtitle, fill=MUTED, font=_font(12))
+    draw.text((20, 14), title, fill=INK, font=typeface(16, bold=True))
+    draw.text((20, 35), subtitle, fill=MUTED, font=typeface(12))
     x = w - 20
-    font = _font(11)
+    font = typeface(11)
     for kind, label in reversed(legend):  # right-aligned legend, one swatch per kind shown
         x -= draw.textlength(label, font=font)
         draw.text((x, 27), label, fill=INK, font=font, anchor="lm")
@@ -381,17 +369,17 @@ def _scale_bar(img: Image.Image, view: _Viewport) -> None:
     label = f"{length_m / 1000:g} km" if length_m >= 1000 else f"{length_m:g} m"
     x0, y = 18, img.height - 16
     draw = ImageDraw.Draw(img)
-    label_w = draw.textlength(label, font=_font(11))
+    label_w = draw.textlength(label, font=typeface(11))
     _panel(img, (8, y - 20, x0 + bar_px + label_w + 20, img.height - 6))
     draw = ImageDraw.Draw(img)
     draw.line([(x0, y), (x0 + bar_px, y)], fill=INK, width=3)
     for xt in (x0, x0 + bar_px):
         draw.line([(xt, y - 6), (xt, y + 1)], fill=INK, width=2)
-    draw.text((x0 + bar_px + 8, y - 2), label, fill=INK, font=_font(11), anchor="lm")
+    draw.text((x0 + bar_px + 8, y - 2), label, fill=INK, font=typeface(11), anchor="lm")
 
 
 def _footer_note(img: Image.Image, text: str) -> None:
-    font = _font(10)
+    font = typeface(10)
     draw = ImageDraw.Draw(img)
     tw = draw.textlength(text, font=font)
     x1, y1 = img.width - 8, img.height - 6
@@ -404,20 +392,21 @@ def _no_match_card(style: MapStyle) -> Image.Image:
     draw = ImageDraw.Draw(img)
     cx, cy = style.width / 2, style.height / 2
     draw.ellipse(_box(cx, cy - 60, 38), outline=MUTED, width=4)
-    draw.text((cx, cy - 60), "?", fill=MUTED, font=_font(44, bold=True), anchor="mm")
-    draw.text((cx, cy + 10), "No confident match", fill=INK, font=_font(24, bold=True), anchor="mm")
+    draw.text((cx, cy - 60), "?", fill=MUTED, font=typeface(44, bold=True), anchor="mm")
+    draw.text((cx, cy + 10), "No confident match", fill=INK, font=typeface(24, bold=True),
+              anchor="mm")
     draw.text(
         (cx, cy + 44),
         "The photo did not match the reference imagery closely enough.",
         fill=MUTED,
-        font=_font(13),
+        font=typeface(13),
         anchor="mm",
     )
     draw.text(
         (cx, cy + 66),
         "A wider, sharper street-level photo gives the best chance.",
         fill=MUTED,
-        font=_font(13),
+        font=typeface(13),
         anchor="mm",
     )
     return img
@@ -467,7 +456,7 @@ def render_map(
     with `heat`, also where the verified candidates fall."""
     marks = _marks(result, truth, heat)
     if not marks:
-        return _png(_no_match_card(style))
+        return png_bytes(_no_match_card(style))
     view = _fit_viewport(marks, style.width, style.height)
     base = _basemap(view, style)
     img = base if base is not None else _paper(view)
@@ -475,79 +464,4 @@ def render_map(
     _header(img, *_titles(result, truth), _legend(marks))
     _scale_bar(img, view)
     _footer_note(img, style.attribution if base is not None else "basemap unavailable")
-    return _png(img)
-
-
-# --- evidence -------------------------------------------------------------------------------
-
-EVIDENCE_MAX_W = 1600
-EVIDENCE_MAX_H = 720
-EVIDENCE_GAP = 12
-MAX_LINES = 150
-
-
-def _as_rgb(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
-
-
-def render_evidence(
-    query_rgb: np.ndarray,
-    reference_rgb: np.ndarray,
-    query_points: np.ndarray | Sequence[Sequence[float]],
-    reference_points: np.ndarray | Sequence[Sequence[float]],
-    caption: str,
-) -> bytes:
-    """PNG of the query beside the matched reference, inlier correspondences drawn across."""
-    q, r = _as_rgb(query_rgb), _as_rgb(reference_rgb)
-    qp = np.asarray(query_points, np.float64).reshape(-1, 2)
-    rp = np.asarray(reference_points, np.float64).reshape(-1, 2)
-    if len(qp) != len(rp):
-        raise ValueError(
-            f"{len(qp)} query points but {len(rp)} reference points: they must pair up"
-        )
-
-    h = min(max(q.shape[0], r.shape[0]), EVIDENCE_MAX_H)
-    sq, sr = h / q.shape[0], h / r.shape[0]
-    total_w = q.shape[1] * sq + r.shape[1] * sr + EVIDENCE_GAP
-    if total_w > EVIDENCE_MAX_W:
-        shrink = (EVIDENCE_MAX_W - EVIDENCE_GAP) / (total_w - EVIDENCE_GAP)
-        h, sq, sr = max(1, int(h * shrink)), sq * shrink, sr * shrink
-    qw, rw = max(1, int(q.shape[1] * sq)), max(1, int(r.shape[1] * sr))
-    sq, sr = qw / q.shape[1], rw / r.shape[1]
-
-    font = _font(14)
-    chars_per_line = max(20, int((qw + rw + EVIDENCE_GAP - 24) / 8))
-    lines = textwrap.wrap(caption, chars_per_line) or [""]
-    caption_h = 16 + 20 * len(lines)
-    canvas = np.full((h + caption_h, qw + EVIDENCE_GAP + rw, 3), 255, np.uint8)
-    canvas[:h, :qw] = cv2.resize(q, (qw, h), interpolation=cv2.INTER_AREA)
-    canvas[:h, qw + EVIDENCE_GAP :] = cv2.resize(r, (rw, h), interpolation=cv2.INTER_AREA)
-
-    keep = np.unique(np.linspace(0, len(qp) - 1, min(len(qp), MAX_LINES)).round().astype(int))
-    for k, i in enumerate(keep):
-        hue = int(180 * k / max(1, len(keep)))
-        colour = cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2RGB)[0, 0].tolist()
-        a = (round(qp[i, 0] * sq), round(qp[i, 1] * sq))
-        b = (round(rp[i, 0] * sr) + qw + EVIDENCE_GAP, round(rp[i, 1] * sr))
-        cv2.line(canvas, a, b, colour, 1, cv2.LINE_AA)
-        cv2.circle(canvas, a, 3, colour, 1, cv2.LINE_AA)
-        cv2.circle(canvas, b, 3, colour, 1, cv2.LINE_AA)
-
-    img = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(img)
-    for x, tag in ((6, "query"), (qw + EVIDENCE_GAP + 6, "reference")):
-        tw = draw.textlength(tag, font=_font(12, bold=True))
-        draw.rectangle((x, 6, x + tw + 10, 24), fill=(32, 33, 36))
-        draw.text((x + 5, 15), tag, fill="white", font=_font(12, bold=True), anchor="lm")
-    for n, line in enumerate(lines):
-        draw.text((12, h + 8 + 20 * n), line, fill=INK, font=font)
-    return _png(img)
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+    return png_bytes(img)

@@ -18,14 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-import numpy as np
-
 from bot.config import AppConfig
 from bot.format import AnswerSummary, reference_name, summarise_answer
 from bot.metrics import BotMetrics
 from bot.places import gazetteer, parse_area_hint
 from bot.ratelimit import RateLimiter
-from bot.render import render_evidence, render_map
+from bot.render import render_map
 from bot.store import RequestRecord, Store, StoreError, Tally
 from engine import (
     AsyncEngine,
@@ -37,8 +35,8 @@ from engine import (
     Progress,
     SearchArea,
     SearchAreaError,
-    decode_image,
     read_exif_gps,
+    render_result_evidence,
     result_from_json,
 )
 from engine.remote import RemoteEngine
@@ -305,15 +303,9 @@ class BotService:
         name = reference_name(result.best_reference.source, result.best_reference.source_id)
         caption = (f"Your photo (left) and {name} (right):"
                    f" {best.inliers if best else 0} verified correspondences")
-        png = await asyncio.to_thread(self._evidence_png, image, reference, result, caption)
+        png = await asyncio.to_thread(render_result_evidence, image, self._config.engine.decode,
+                                      reference, result, caption)
         return caption, png
-
-    def _evidence_png(
-        self, image: bytes, reference: np.ndarray, result: LocateResult, caption: str
-    ) -> bytes:
-        query = decode_image(image, self._config.engine.decode).rgb
-        pairs = np.array(result.correspondences, dtype=np.float32).reshape(-1, 4)
-        return render_evidence(query, reference, pairs[:, :2], pairs[:, 2:], caption)
 
     async def vote(self, request_id: int, who: Requester, vote: str) -> Tally | Refusal:
         if vote not in ("confirm", "dispute"):

@@ -16,6 +16,7 @@ from engine.errors import (
     ReferenceIndexError,
     SearchAreaError,
 )
+from engine.evidence_picture import render_evidence, render_result_evidence
 from engine.geo import SearchArea
 from engine.locator import Locator
 from engine.results import (
@@ -57,5 +58,7 @@ __all__ = [
     "Status",
     "decode_image",
     "read_exif_gps",
+    "render_evidence",
+    "render_result_evidence",
     "result_from_json",
 ]

@@ -27,7 +27,7 @@ async def served(engine_config, **limits):
     engine = AsyncEngine(lambda: Locator.open(engine_config), replace(EngineLimits(), **limits))
     await engine.start()
     server = TestServer(create_app(engine, ServerConfig(tokens=(TOKEN,), retry_after_s=1),
-                                   engine_config.decode.max_bytes), host="127.0.0.1")
+                                   engine_config.decode), host="127.0.0.1")
     await server.start_server()
     try:
         yield server, str(server.make_url("")).rstrip("/")

@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,9 +21,10 @@ from bot.render import (
     latlon_to_px,
     metres_per_px,
     px_to_latlon,
-    render_evidence,
     render_map,
 )
+from engine.config import DecodeConfig
+from engine.evidence_picture import render_evidence, render_result_evidence
 from engine.geo import offset_latlon
 from engine.results import Alternative, LatLon, LocateResult, Status
 
@@ -195,6 +197,27 @@ def test_evidence_puts_query_beside_reference_within_width() -> None:
     assert with_lines.shape[1] <= 1600
     assert with_lines.shape[0] > without.shape[0]  # the long caption wrapped onto more lines
     assert without.shape[1] == with_lines.shape[1]
+
+
+def test_evidence_of_a_large_photo_draws_its_correspondences_where_they_are() -> None:
+    """The photo is decoded at a fraction of its size; its points, in full-size pixels, are
+    scaled with it (a correspondence at the photo's centre is drawn at the panel's centre)."""
+    grey = np.full((2400, 3200, 3), 128, np.uint8)
+    photo = io.BytesIO()
+    Image.fromarray(grey).save(photo, format="JPEG", quality=95)
+    result = replace(_result(), query_size=(3200, 2400),
+                     correspondences=((1600.0, 1200.0, 400.0, 300.0),))
+    png = render_result_evidence(photo.getvalue(), DecodeConfig(), grey[:600, :800], result, "")
+    rgb = _decode(png)
+    panel_height = int(np.argmax((rgb == 255).all(axis=(1, 2))))
+    panel_width = int(np.argmax((rgb[:100] == 255).all(axis=(0, 2))))
+    on_photo = rgb[30:panel_height, :panel_width]  # below the "query" tag
+    drawn = np.argwhere(np.abs(on_photo - 128).max(axis=2) > 60) + (30, 0)
+    assert len(drawn), "no correspondence drawn on the photo"
+    # The line runs from the photo's centre towards the reference: its left end is the circle
+    # (radius 3 px) around the photo's centre.
+    assert abs(drawn[:, 1].min() + 3 - panel_width / 2) <= 2
+    assert abs(drawn[:, 0].mean() - panel_height / 2) <= 2
 
 
 def test_evidence_refuses_unpaired_points() -> None:

@@ -9,34 +9,40 @@ import logging
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
+import cv2
+import numpy as np
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
+from PIL import Image
 
 from engine.async_engine import AsyncEngine
 from engine.config import EngineLimits
 from engine.locator import Locator
 from engine.server.app import create_app
 from engine.server.config import ServerConfig
+from engine.server.evidence import EvidenceStore
 from tests.conftest import jpeg_bytes, start_serve
 
 TOKENS = ("bot-one-secret-token", "bot-two-secret-token")
 AUTH = {"Authorization": f"Bearer {TOKENS[1]}"}
+SERVER = ServerConfig(tokens=TOKENS)
 
 
 @asynccontextmanager
-async def serving(engine_config, *, max_image_bytes: int = 20_000_000, **limits):
+async def serving(engine_config, *, max_image_bytes: int = 20_000_000,
+                  server: ServerConfig = SERVER, **limits):
     engine = AsyncEngine(lambda: Locator.open(engine_config),
                          replace(EngineLimits(), **limits))
     await engine.start()
-    server = TestServer(create_app(engine, ServerConfig(tokens=TOKENS), max_image_bytes),
-                        host="127.0.0.1")
-    await server.start_server()
+    decode = replace(engine_config.decode, max_bytes=max_image_bytes)
+    app = TestServer(create_app(engine, server, decode), host="127.0.0.1")
+    await app.start_server()
     try:
-        async with ClientSession(str(server.make_url(""))) as client:
+        async with ClientSession(str(app.make_url(""))) as client:
             yield client, engine
     finally:
-        await server.close()
+        await app.close()
         await engine.close()
 
 
@@ -190,7 +196,7 @@ def test_the_app_refuses_to_exist_without_a_token(street_index):
 
     with pytest.raises(ConfigError, match="GEOSLEUTH_SERVER_TOKENS"):
         create_app(AsyncEngine(lambda: Locator.open(street_index), EngineLimits()),
-                   ServerConfig(), 1000)
+                   ServerConfig(), street_index.decode)
 
 
 def test_geosleuth_serve_answers_then_stops_cleanly_on_sigterm(street_index, street_queries):
@@ -221,3 +227,78 @@ def test_geosleuth_serve_refuses_to_start_without_a_token_or_an_index(tmp_path, 
     monkeypatch.setenv("GEOSLEUTH_SERVER_TOKENS", TOKENS[0])
     assert main(["serve", "--index", str(tmp_path / "none")]) == 2
     assert "No reference index at" in capsys.readouterr().err
+
+
+def _panel_of_query(png: bytes) -> tuple[np.ndarray, int, int]:
+    """The evidence picture and the size of its left panel: the query photo, up to the white
+    gap before the reference (which correspondence lines cross) and the caption's band."""
+    picture = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    white = (picture == 255).all(axis=2)
+    height = int(np.argmax(white.all(axis=1)))
+    width = int(np.argmax(white[:height].mean(axis=0) > 0.5))
+    return picture, width, height
+
+
+def test_an_answer_names_its_evidence_picture_which_only_its_client_can_fetch(
+        street_index, street_queries):
+    view = street_queries[0]
+    photo = jpeg_bytes(view.rgb)
+
+    async def scenario():
+        async with serving(street_index) as (client, _):
+            async with client.post("/v1/locate", data=photo, headers=AUTH) as response:
+                answer = await response.json()
+            path = answer["evidence"]["picture"]
+            fetched = []
+            for headers in (AUTH, {"Authorization": f"Bearer {TOKENS[0]}"}, {}):
+                async with client.get(path, headers=headers) as response:
+                    fetched.append((response.status, response.content_type,
+                                    await response.read()))
+            async with client.get("/v1/evidence/made-up", headers=AUTH) as response:
+                fetched.append((response.status, response.content_type, await response.read()))
+            return answer, fetched
+
+    answer, fetched = _run(scenario)
+    assert answer["evidence"]["expires_in_s"] == 900
+    (status, kind, png), other, anonymous, unknown = fetched
+    assert (status, kind) == (200, "image/png")
+    picture, width, height = _panel_of_query(png)
+    assert picture.shape[1] > 2 * width > 0 and height > 0  # the reference sits on the right
+    shown = cv2.resize(picture[:height, :width].astype(np.uint8), (64, 48),
+                       interpolation=cv2.INTER_AREA).astype(int)
+    sent = cv2.resize(view.rgb, (64, 48), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(shown - sent).mean() < 12  # the photo itself, correspondences drawn over it
+    hues = cv2.cvtColor(picture.astype(np.uint8), cv2.COLOR_RGB2HSV)[..., 1]
+    assert (hues > 150).sum() > 200  # the coloured correspondence lines
+    assert (other[0], json.loads(other[2])["error"]) == (404, "no_such_evidence")
+    assert anonymous[0] == 401
+    assert (unknown[0], json.loads(unknown[2])["error"]) == (404, "no_such_evidence")
+
+
+def test_evidence_photos_are_forgotten_by_age_and_within_their_byte_budget(street_index,
+                                                                             street_queries):
+    locator = Locator.open(street_index)
+    try:
+        result = locator.locate(jpeg_bytes(street_queries[0].rgb))
+        nothing = locator.locate(jpeg_bytes(np.full((480, 640, 3), 127, np.uint8)))
+    finally:
+        locator.close()
+    assert result.correspondences and not nothing.correspondences
+    now = [0.0]
+    store = EvidenceStore(ttl_s=60, max_bytes=3000, clock=lambda: now[0])
+    assert store.keep("token", b"x" * 100, nothing) is None  # no evidence, nothing kept
+    assert store.keep("token", b"x" * 3001, result) is None  # over the whole budget
+    first = store.keep("token", b"a" * 1000, result)
+    now[0] = 30.0
+    second = store.keep("token", b"b" * 1000, result)
+    third = store.keep("token", b"c" * 1000, result)
+    assert store.size_bytes == 3000 and store.find("token", first) == (b"a" * 1000, result)
+    now[0] = 45.0
+    fourth = store.keep("token", b"d" * 1000, result)  # the oldest makes room
+    assert store.find("token", first) is None and store.size_bytes == 3000
+    assert store.find("someone else", second) is None
+    now[0] = 90.0  # the second and third were kept at 30 s, for 60 s
+    assert store.find("token", second) is None and store.find("token", third) is None
+    assert store.find("token", fourth) == (b"d" * 1000, result) and len(store) == 1
+    now[0] = 105.0
+    assert store.find("token", fourth) is None and store.size_bytes == 0

@@ -1,14 +1,17 @@
-"""The aiohttp application: /v1/locate, /v1/health, /v1/index and /metrics.
+"""The aiohttp application: /v1/locate, /v1/evidence, /v1/health, /v1/index and /metrics.
 
 `POST /v1/locate` takes the photo as the raw body (any image type) or as the `photo` field
 of a multipart form, and the area as query parameters (`bbox=W,S,E,N`, or `near=LAT,LON`
 with `radius_km`), and `top_k`. It answers the JSON of `geosleuth locate --json`. With
 `Accept: application/x-ndjson` it streams one JSON object per line: progress events as the
-engine passes its stages, then `{"event": "result", ...}` (or `"error"`).
+engine passes its stages, then `{"event": "result", ...}` (or `"error"`). An answer with
+verified correspondences names its evidence picture, `evidence.picture`: a
+`GET /v1/evidence/{id}` for the same token draws it while the photo is kept (`expires_in_s`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import io
 import json
@@ -22,11 +25,14 @@ from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.async_engine import AsyncEngine
+from engine.config import DecodeConfig
 from engine.errors import ConfigError, GeoSleuthError, SearchAreaError
+from engine.evidence_picture import render_result_evidence
 from engine.geo import SearchArea, parse_bbox, parse_latlon
 from engine.results import LocateResult, Progress
 from engine.server.config import ServerConfig
 from engine.server.errors import BadRequest, http_status
+from engine.server.evidence import EvidenceStore
 from engine.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -38,22 +44,27 @@ REFERENCE_QUALITY = 90  # the form's boundaries and headers around the photo
 ENGINE_KEY = web.AppKey("engine", AsyncEngine)
 METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 BODY_LIMIT_KEY = web.AppKey("body_limit", int)
+EVIDENCE_KEY = web.AppKey("evidence", EvidenceStore)
+DECODE_KEY = web.AppKey("decode", DecodeConfig)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(engine: AsyncEngine, config: ServerConfig, max_image_bytes: int) -> web.Application:
+def create_app(engine: AsyncEngine, config: ServerConfig, decode: DecodeConfig) -> web.Application:
     """The application over a started engine; refuses to exist without a token to check."""
     if not config.tokens:
         raise ConfigError("geosleuth serve needs at least one bearer token: set"
                           " $GEOSLEUTH_SERVER_TOKENS or [server] tokens")
-    body_limit = max_image_bytes + MULTIPART_OVERHEAD
+    body_limit = decode.max_bytes + MULTIPART_OVERHEAD
     app = web.Application(middlewares=[_bearer_auth(config.tokens), _typed_refusals(config)],
                           client_max_size=body_limit)
     app[BODY_LIMIT_KEY] = body_limit
-    metrics = ServerMetrics(lambda: engine.queue_length)
+    app[DECODE_KEY] = decode
+    evidence = EvidenceStore(config.evidence_ttl_s, config.evidence_store_mb * 1024 * 1024)
+    app[EVIDENCE_KEY] = evidence
     app[ENGINE_KEY] = engine
-    app[METRICS_KEY] = metrics
+    app[METRICS_KEY] = ServerMetrics(lambda: engine.queue_length, lambda: evidence.size_bytes)
     app.router.add_post("/v1/locate", _locate)
+    app.router.add_get("/v1/evidence/{evidence_id}", _evidence)
     app.router.add_get("/v1/health", _health)
     app.router.add_get("/v1/index", _index)
     app.router.add_get("/v1/references/{ref_id}/picture", _reference_picture)
@@ -69,18 +80,22 @@ def _bearer_auth(tokens: tuple[str, ...]) -> Any:
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path == "/v1/health":
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, offered = header.partition(" ")
-        given = offered.strip().encode()
+        given = _bearer_token(request)
         matched = False
         for token in expected:  # no early exit: the time does not tell which one is close
-            matched |= hmac.compare_digest(given, token)
-        if scheme.lower() != "bearer" or not matched:
+            matched |= hmac.compare_digest(given.encode(), token)
+        if not given or not matched:
             return _refusal(401, "unauthorized", "a valid bearer token is needed",
                             {"WWW-Authenticate": 'Bearer realm="geosleuth"'})
         return await handler(request)
 
     return check
+
+
+def _bearer_token(request: web.Request) -> str:
+    """The token of an `Authorization: Bearer ...` header; empty for any other scheme."""
+    scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+    return offered.strip() if scheme.lower() == "bearer" else ""
 
 
 def _typed_refusals(config: ServerConfig) -> Any:
@@ -119,7 +134,7 @@ async def _locate(request: web.Request) -> web.StreamResponse:
     if NDJSON not in request.headers.get("Accept", ""):
         result = await engine.locate(data, area=area, top_k=top_k)
         _count(metrics, result, started)
-        return web.json_response(result.to_json(evidence=True))
+        return web.json_response(_answer(request, data, result))
 
     # The status line goes out with the first event (the job is queued): a refusal before
     # that (a full queue) is still a plain 503 with Retry-After, which a client may retry.
@@ -144,9 +159,39 @@ async def _locate(request: web.Request) -> web.StreamResponse:
         await send({"event": "error", "status": status, "error": kind, "message": str(exc)})
     else:
         _count(metrics, result, started)
-        await send({"event": "result", "result": result.to_json(evidence=True)})
+        await send({"event": "result", "result": _answer(request, data, result)})
     await stream.write_eof()
     return stream
+
+
+def _answer(request: web.Request, photo: bytes, result: LocateResult) -> dict[str, Any]:
+    """The CLI's JSON; with verified correspondences, also where to get the evidence picture."""
+    answer = result.to_json(evidence=True)
+    store = request.app[EVIDENCE_KEY]
+    evidence_id = store.keep(_bearer_token(request), photo, result)
+    if evidence_id is not None:
+        answer["evidence"]["picture"] = f"/v1/evidence/{evidence_id}"
+        answer["evidence"]["expires_in_s"] = store.ttl_s
+    return answer
+
+
+async def _evidence(request: web.Request) -> web.Response:
+    """The photo beside its best reference, correspondences drawn (PNG), while it is kept."""
+    found = request.app[EVIDENCE_KEY].find(_bearer_token(request),
+                                           request.match_info["evidence_id"])
+    if found is None:
+        return _refusal(404, "no_such_evidence", "no evidence picture with that id: it has"
+                        " expired, or it was made for another client")
+    photo, result = found
+    assert result.best_reference is not None  # nothing is kept without one
+    reference = await request.app[ENGINE_KEY].reference_picture(result.best_reference)
+    best = result.best_match
+    caption = (f"The photo (left) and reference {result.best_reference.source}:"
+               f"{result.best_reference.source_id} (right):"
+               f" {best.inliers if best else 0} verified correspondences")
+    png = await asyncio.to_thread(render_result_evidence, photo, request.app[DECODE_KEY],
+                                  reference, result, caption)
+    return web.Response(body=png, content_type="image/png")
 
 
 def _count(metrics: ServerMetrics, result: LocateResult, started: float) -> None:

@@ -14,3 +14,6 @@ class ServerConfig:
     # Bearer tokens the server accepts; prefer $GEOSLEUTH_SERVER_TOKENS. Never in a repr.
     tokens: tuple[str, ...] = field(default=(), repr=False)
     retry_after_s: int = 2  # told to a client refused because the queue is full
+    # Answers' photos kept in memory for GET /v1/evidence/{id}; 0 s keeps none.
+    evidence_ttl_s: int = 900
+    evidence_store_mb: int = 256

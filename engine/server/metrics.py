@@ -11,7 +11,7 @@ STAGE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 class ServerMetrics:
-    def __init__(self, queue_length: Callable[[], int]) -> None:
+    def __init__(self, queue_length: Callable[[], int], evidence_bytes: Callable[[], int]) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("geosleuth_locate_requests", "Locate requests by outcome",
                                 ["outcome"], registry=self.registry)
@@ -26,6 +26,9 @@ class ServerMetrics:
         queue = Gauge("geosleuth_queue_length", "Jobs waiting for the engine worker",
                       registry=self.registry)
         queue.set_function(queue_length)
+        kept = Gauge("geosleuth_evidence_bytes", "Bytes of recent photos kept for evidence",
+                     registry=self.registry)
+        kept.set_function(evidence_bytes)
         self.references = Gauge("geosleuth_index_references", "Reference photos in the index",
                                 registry=self.registry)
         self.model = Gauge("geosleuth_model_info", "The backends and the device they run on",

@@ -19,7 +19,7 @@ from engine.server.config import ServerConfig
 
 async def serve(engine_config: EngineConfig, config: ServerConfig) -> None:
     engine = AsyncEngine(lambda: Locator.open(engine_config), engine_config.limits)
-    app = create_app(engine, config, engine_config.decode.max_bytes)  # no token: refused now
+    app = create_app(engine, config, engine_config.decode)  # no token: refused now
     await engine.start()
     runner = web.AppRunner(app, access_log=None)  # a request line is the client's business
     await runner.setup()
