@@ -141,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=_run_models_list)
     for sub in (fetch, listing):
         sub.add_argument("--dir", type=Path, metavar="DIR",
-                         help="models directory (default: [neural] models_dir from config)")
+                         help="models directory (default: [engine.neural] models_dir from config)")
     return parser
 
 

@@ -186,7 +186,7 @@ class DeviceUnavailable(ModelError):
         self.device = device
         super().__init__(
             f"The configured device '{device}' is not available here: {detail}. "
-            "Set [neural] device = \"auto\" or name one this machine has."
+            "Set [engine.neural] device to one this machine has (\"auto\" takes the best)."
         )
 
 

@@ -1,5 +1,5 @@
-"""The deployment files agree with each other and with the code (no container builder here:
-the images are not built in CI; these checks catch the drift that breaks them)."""
+"""The deployment files agree with each other and with the code (CI builds no image: these
+checks catch the drift that breaks them)."""
 
 from __future__ import annotations
 
@@ -88,3 +88,9 @@ def test_milvus_runs_only_in_its_profile_with_its_etcd_and_object_store():
                                                 "uri": "http://milvus:19530", "timeout_s": 10.0}
     for toml_file in ("engine.toml", "engine-milvus.toml"):
         load_config(DEPLOY / toml_file, env={})  # every key is one the engine knows
+
+
+def test_the_gpu_hosts_engine_never_falls_back_to_the_cpu_unseen():
+    for toml_file in ("engine.toml", "engine-milvus.toml"):
+        config = load_config(DEPLOY / toml_file, env={})
+        assert config.engine.neural.device == "cuda", toml_file

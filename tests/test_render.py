@@ -212,7 +212,7 @@ def test_evidence_of_a_large_photo_draws_its_correspondences_where_they_are() ->
     panel_height = int(np.argmax((rgb == 255).all(axis=(1, 2))))
     panel_width = int(np.argmax((rgb[:100] == 255).all(axis=(0, 2))))
     on_photo = rgb[30:panel_height, :panel_width]  # below the "query" tag
-    drawn = np.argwhere(np.abs(on_photo - 128).max(axis=2) > 60) + (30, 0)
+    drawn = np.argwhere(np.abs(on_photo - 128).max(axis=2) > 60) + np.array([30, 0])
     assert len(drawn), "no correspondence drawn on the photo"
     # The line runs from the photo's centre towards the reference: its left end is the circle
     # (radius 3 px) around the photo's centre.

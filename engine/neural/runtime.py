@@ -45,7 +45,9 @@ def select_device(name: str, backend: str) -> torch.device:
         if not torch.cuda.is_available():
             build = (f"built with CUDA {torch.version.cuda}" if torch.version.cuda
                      else "built without CUDA")
-            raise DeviceUnavailable(name, f"PyTorch ({build}) finds no CUDA GPU")
+            raise DeviceUnavailable(name, f"PyTorch ({build}) finds no CUDA GPU; a GPU host"
+                                          " needs an NVIDIA driver made for that CUDA or later,"
+                                          " and a container needs the GPU passed to it")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise DeviceUnavailable(name, f"there {'is' if count == 1 else 'are'} {count} "
