@@ -132,6 +132,10 @@ class SearchConfig:
     # xfeat-vlad ranks a view of the right place among its top 10 for every sf_xs_west query
     # (bench/bench_crosscapture.py); with `vlad`, 20 recover places it ranks 11th-20th.
     top_k: int = 10
+    # The smallest ef that puts the exact top 10 among the top_n candidates for 999 of 1,000
+    # queries on both graphs an engine may open (bench/bench_index_scale.py, 1,000,000
+    # vectors): M 32, new indexes (1.000 from ef 150; 1.9 ms at 200, one thread), and M 16,
+    # older ones (0.989 at ef 150, 0.9997 at 200).
     ef: int = 200
     similarity_floor: float = 0.0
     cluster_radius_m: float = 40.0
