@@ -78,7 +78,7 @@ def render_evidence(
     draw = ImageDraw.Draw(img)
     for x, tag in ((6, "query"), (qw + EVIDENCE_GAP + 6, "reference")):
         tw = draw.textlength(tag, font=typeface(12, bold=True))
-        draw.rectangle((x, 6, x + tw + 10, 24), fill=(32, 33, 36))
+        draw.rectangle((x, 6, x + tw + 10, 24), fill=INK)
         draw.text((x + 5, 15), tag, fill="white", font=typeface(12, bold=True), anchor="lm")
     for n, line in enumerate(lines):
         draw.text((12, h + 8 + 20 * n), line, fill=INK, font=font)
