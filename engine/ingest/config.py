@@ -37,11 +37,20 @@ class IngestConfig:
     requests_per_s: float = 10.0  # per source, to its API (listings, tiles)
     downloads_per_s: float = 40.0  # per source, image files (mostly from a CDN)
     concurrency: int = 4  # downloads in flight per source
-    timeout_s: float = 30.0
+    timeout_s: float = 30.0  # to connect, and for each read
+    # A whole download (or API answer), retries and body included, from its first byte asked:
+    # a host that trickles one byte at a time cannot hold a download slot for longer.
+    deadline_s: float = 120.0
     retries: int = 5  # on 429, 5xx and timeouts, with exponential backoff and jitter
     backoff_s: float = 1.0
     backoff_max_s: float = 60.0
+    retry_after_max_s: float = 300.0  # a longer Retry-After is waited on for this long only
     max_image_bytes: int = 30_000_000
+    max_json_bytes: int = 20_000_000  # one API answer (a listing page, a sequence's detail)
+    # Only the public internet is fetched: loopback, private, link-local and other non-public
+    # addresses are refused, after each redirect too. Allow them for a test or a private
+    # instance on your own network.
+    allow_private_hosts: bool = False
     user_agent: str = "GeoSleuth/0.1 (photo geolocation; reference ingest)"
     panoramax_url: str = "https://api.panoramax.xyz/api"  # the meta-catalogue
     mapillary_url: str = "https://graph.mapillary.com"

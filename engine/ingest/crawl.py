@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import shutil
 import time
 from collections import Counter
@@ -32,7 +33,7 @@ from engine.index.builder import BuildProgress, build_index
 from engine.index.manifest import MANIFEST_NAME
 from engine.ingest.area import BBox
 from engine.ingest.config import IngestConfig
-from engine.ingest.http import ImageMissing
+from engine.ingest.http import BadAnswer, ImageMissing
 from engine.ingest.listing import Listing
 from engine.ingest.panorama import cut_views
 from engine.ingest.platform import Platform
@@ -40,11 +41,12 @@ from engine.ingest.state import IngestState
 from engine.results import ReferenceRecord
 from engine.sources import SourceScan
 
+log = logging.getLogger(__name__)
+
 STAGING_NAME = "ingest-staging"
 # --refresh asks for captures from a day before the last run began: uploads lag captures,
 # and clocks differ. Whatever that asks again is dropped as a duplicate before download.
 REFRESH_OVERLAP = timedelta(days=1)
-MAX_REASONS = 5
 PANORAMA_MAX_SIDE = 8192  # equirectangular width kept when decoding before the cut
 VIEW_QUALITY = 90
 
@@ -63,7 +65,9 @@ class SourceSummary:
     skipped: Counter = field(default_factory=Counter)  # malformed records, by reason
     failed: Counter = field(default_factory=Counter)  # images that could not be had
     error: str | None = None  # why the source stopped early, if it did
-    complete: bool = False  # every cell crawled (so a later --refresh starts from this run)
+    cells_unfinished: int = 0  # a listing could not be used: the next run asks again
+    cells_cut_off: int = 0  # still full at the smallest cell: images past the limit missing
+    complete: bool = False  # every cell crawled whole (so a later --refresh starts from it)
     seconds: float = 0.0
     index_seconds: float = 0.0  # of which in the builder (downloads go on meanwhile)
 
@@ -137,15 +141,19 @@ class Crawler:
             try:
                 for done, cell in enumerate(cells, 1):
                     if not state.cell_done(platform.name, run, cell.key):
-                        self._crawl_cell(platform, cell, since, request, state, summary, pool)
-                        state.finish_cell(platform.name, run, cell.key)
+                        if self._crawl_cell(platform, cell, since, request, state, summary,
+                                            pool):
+                            state.finish_cell(platform.name, run, cell.key)
+                        else:
+                            summary.cells_unfinished += 1  # asked again by the next run
                     self._progress(platform.name, done, len(cells), summary.new)
             except _Limit:
                 self._flush(state, [summary])
                 return
         self._flush(state, [summary])
-        summary.complete = True
-        state.finish_run(platform.name, run, request.bbox.key, started, _now())
+        summary.complete = summary.cells_unfinished == 0 and summary.cells_cut_off == 0
+        if summary.complete:
+            state.finish_run(platform.name, run, request.bbox.key, started, _now())
 
     def _since(self, source: str, request: CrawlRequest, state: IngestState) -> str | None:
         since = request.since
@@ -159,16 +167,23 @@ class Crawler:
 
     def _crawl_cell(self, platform: Platform, cell: BBox, since: str | None,
                     request: CrawlRequest, state: IngestState, summary: SourceSummary,
-                    pool: ThreadPoolExecutor, depth: int = 0) -> None:
-        listing = platform.list_cell(cell, since)
+                    pool: ThreadPoolExecutor, depth: int = 0) -> bool:
+        """Crawl one cell (its quarters where the platform cut it off); False when part of
+        it could not be listed, so the run is not done with it."""
+        try:
+            listing = platform.list_cell(cell, since)
+        except BadAnswer as exc:
+            summary.failed[f"a cell's listing could not be used: {exc}"] += 1
+            return False
         if not listing.complete and depth < self.config.max_splits:
-            for quarter in cell.quarters():
-                self._crawl_cell(platform, quarter, since, request, state, summary, pool,
-                                 depth + 1)
-            return
+            quarters = [self._crawl_cell(platform, quarter, since, request, state, summary,
+                                         pool, depth + 1) for quarter in cell.quarters()]
+            return all(quarters)
         if not listing.complete:
-            summary.skipped[f"a cell still full after {depth} splits: images past the"
-                            " platform's limit left out"] += 1
+            # Kept, but never reported done: images past the platform's limit are missing.
+            summary.cells_cut_off += 1
+            summary.failed[f"a cell still full after {depth} splits: images past the"
+                           " platform's limit left out"] += 1
         for reason in listing.malformed:
             summary.skipped[reason] += 1
         fresh: list[Listing] = []
@@ -184,6 +199,7 @@ class Crawler:
             fresh.append(item)
             fresh_ids.add(item.source_id)
         self._download(platform, fresh, state, summary, pool)
+        return True
 
     def _download(self, platform: Platform, listings: list[Listing], state: IngestState,
                   summary: SourceSummary, pool: ThreadPoolExecutor) -> None:
@@ -214,6 +230,11 @@ class Crawler:
             return
         except ImageError as exc:
             summary.failed[f"not a usable image: {exc}"] += 1
+            return
+        except Exception as exc:  # one record the platform got wrong never stops the crawl
+            log.warning("%s/%s could not be staged", item.source, item.source_id,
+                        exc_info=True)
+            summary.failed[f"could not be staged ({type(exc).__name__})"] += 1
             return
         state.stage(item.source, item.source_id, records)
         summary.new += 1

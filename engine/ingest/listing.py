@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -31,3 +32,22 @@ class Listing:
 def compass(value: Any) -> float | None:
     """A platform's heading as a bearing in [0, 360), or None when it gives no number."""
     return float(value) % 360 if isinstance(value, int | float) else None
+
+
+def text(value: Any) -> str | None:
+    """A platform's optional text field, or None when it gives anything else (an object)."""
+    return value if isinstance(value, str) and value else None
+
+
+def utc_iso(value: Any) -> str | None:
+    """An ISO 8601 time as "YYYY-MM-DDTHH:MM:SSZ" in UTC (a time without zone taken as UTC),
+    so that capture times compare as text; None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace(" ", "T"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

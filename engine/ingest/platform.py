@@ -3,12 +3,16 @@ listings."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from engine.ingest.area import BBox
-from engine.ingest.http import PoliteClient
+from engine.ingest.http import PoliteClient, is_web_url
 from engine.ingest.listing import Listing
+
+# What parsing a record the platform got wrong raises: the record is skipped, not the cell.
+RECORD_ERRORS = (AttributeError, KeyError, IndexError, TypeError, ValueError)
 
 
 @dataclass(slots=True)
@@ -25,7 +29,19 @@ class CellListing:
             self.malformed.append(listing)
         elif cell.contains(listing.lat, listing.lon) and (
                 since is None or (listing.captured_at or "") >= since):
-            self.listings.append(listing)
+            # The link reaches chat messages as a hyperlink: only the web's own kind.
+            link = listing.link if is_web_url(listing.link) else None
+            self.listings.append(replace(listing, link=link))
+
+    def take_each(self, records: Iterable[Any], parse: Callable[[Any], Listing | str],
+                  cell: BBox, since: str | None = None) -> None:
+        """`take` every record, one that breaks its parser counted as malformed."""
+        for record in records:
+            try:
+                listing = parse(record)
+            except RECORD_ERRORS as exc:
+                listing = f"a record that could not be read ({type(exc).__name__})"
+            self.take(listing, cell, since)
 
 
 class Platform(Protocol):
