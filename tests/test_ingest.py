@@ -27,8 +27,11 @@ from tests.fakes.platforms import MAPILLARY_TOKEN, FakeImage, FakePlatform, Fake
 ORIGIN = (52.5200, 13.4050)
 BOX = BBox(13.40, 52.515, 13.41, 52.525)
 FAST = EngineConfig(descriptor="vlad", verifier="sift")
+# The fakes listen on 127.0.0.1, which the crawler refuses unless told (as for a private
+# instance) that it may fetch it.
 POLITE_BUT_QUICK = IngestConfig(first_batch=4, batch_size=4, backoff_s=0.01, backoff_max_s=0.1,
-                                requests_per_s=200.0, downloads_per_s=200.0)
+                                requests_per_s=200.0, downloads_per_s=200.0,
+                                allow_private_hosts=True)
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +96,11 @@ def test_each_source_pages_retries_skips_and_cuts_panoramas(kind, tmp_path, stre
     assert fake.user_agents == {POLITE_BUT_QUICK.user_agent}  # every request names us
 
 
-def test_panoramax_pages_retries_and_skips_what_it_cannot_use(tmp_path, street_images):
+def test_panoramax_follows_a_paging_servers_next_links_retries_and_skips_what_it_cannot_use(
+        tmp_path, street_images):
     faults = Faults(throttle_first_search=True, fail_image_once="1003", missing_image="1005",
                     malformed_record=True)
-    fake = FakePlatform(images=list(street_images), faults=faults)
+    fake = FakePlatform(images=list(street_images), faults=faults, paged=True)
     with FakeServer("panoramax", fake) as server:
         crawler = Crawler(tmp_path / "idx", FAST, POLITE_BUT_QUICK)
         (summary,) = crawler.run([_panoramax(server)], CrawlRequest(BOX))
@@ -112,7 +116,7 @@ def test_panoramax_pages_retries_and_skips_what_it_cannot_use(tmp_path, street_i
     assert link == f"{server.url}/#focus=pic&pic=1000"
     assert credit == "© jane, CC-BY-SA-4.0 (panoramax)"
     downloads = fake.image_downloads()
-    assert downloads.pop("/pictures/1003/sd.jpg") == 2  # a 500, then the retry
+    assert downloads.pop("/api/pictures/1003/sd.jpg") == 2  # a 500, then the retry
     assert set(downloads.values()) == {1}
     assert fake.requests["/api/search"] > 3  # several pages, the first one throttled once
     assert not (tmp_path / "idx" / "ingest-staging" / "panoramax").exists() or not any(
@@ -176,7 +180,7 @@ def test_a_panorama_becomes_the_configured_views_with_headings_360_over_n_apart(
     rows = _rows(tmp_path / "idx")
     assert [r[1] for r in rows] == [f"pano-1#v{k}" for k in range(6)]
     assert [r[2] for r in rows] == [30.0, 90.0, 150.0, 210.0, 270.0, 330.0]
-    assert fake.image_downloads() == {"/pictures/pano-1/hd.jpg": 1}
+    assert fake.image_downloads() == {"/api/pictures/pano-1/hd.jpg": 1}
 
 
 def _mapillary(server: FakeServer, token: str = MAPILLARY_TOKEN, limit: int = 2000) -> Mapillary:
@@ -244,8 +248,8 @@ def test_offline_each_source_ends_in_one_line_and_exit_2(tmp_path, capsys, monke
                  str(tmp_path / "idx")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err[-1] == ("geosleuth: error: panoramax: cannot reach the STAC API (offline, the host"
-                       " is down, or it kept failing)")
+    assert err[-1] == ("geosleuth: error: panoramax: cannot reach http://127.0.0.1:9 (offline, or"
+                       " the host is down)")
     assert not (tmp_path / "idx").exists()
 
 
@@ -297,7 +301,8 @@ def test_a_crawl_stopped_by_sigint_half_way_resumes_and_ingests_each_image_once(
     with FakeServer("panoramax", fake) as server:
         config.write_text(f'[engine]\ndescriptor = "vlad"\nverifier = "sift"\n[ingest]\n'
                           f'panoramax_url = "{server.url}/api"\nfirst_batch = 4\n'
-                          'batch_size = 4\nconcurrency = 2\nrequests_per_s = 100.0\n')
+                          'batch_size = 4\nconcurrency = 2\nrequests_per_s = 100.0\n'
+                          'allow_private_hosts = true\n')
         child = subprocess.Popen(command, cwd=Path(__file__).parents[1],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120

@@ -1,21 +1,26 @@
 """Amsterdam Open Panorama: the city's own 360° imagery (Amsterdam, Weesp, Almere,
 Amstelveen), through its panorama API, no token.
 
-`GET /panorama/panoramas/?bbox=W,S,E,N&page_size&timestamp_after` answers HAL:
-`_embedded.panoramas` (pano_id, geometry [lon, lat, height], heading, timestamp, and
-`_links` to equirectangular images of three sizes) and `_links.next.href` until the last
-page. Every image is an equirectangular panorama. The city's open-data terms allow any use
-and ask that the City of Amsterdam be named as the source.
+The format is the API's own source, github.com/Amsterdam/panorama-api at daa361b0
+(web/panorama/panorama/views.py, PanoramaViewSet's documented parameters, and
+web/panorama/datasets/panoramas/serialize/): `GET /panorama/panoramas/` takes `bbox` as two
+points "<northwest>,<southeast>", each "<lon>,<lat>" with `srid=4326` (so W,N,E,S), and
+`timestamp_after` as an ISO date, yyyy-mm-dd. It answers HAL, `page_size` per page (no
+maximum): `_embedded.panoramas` (pano_id, geometry [lon, lat, height], heading, timestamp,
+and `_links` to equirectangular images of three sizes), `count`, and `_links.next.href`,
+absolute, null on the last page. The date is the day the capture time falls on, so the
+exact `--since` is applied here too. Next links are followed on the API's own host only.
+Every image is an equirectangular panorama. The city's open-data terms allow any use and
+ask that the City of Amsterdam be named as the source.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.errors import SourceUnavailable
 from engine.ingest.area import BBox
-from engine.ingest.http import PoliteClient
-from engine.ingest.listing import Listing, compass
+from engine.ingest.http import BadAnswer, PoliteClient, same_host
+from engine.ingest.listing import Listing, compass, text, utc_iso
 from engine.ingest.platform import CellListing
 
 NAME = "amsterdam"
@@ -39,9 +44,10 @@ class Amsterdam:
 
     def list_cell(self, cell: BBox, since: str | None) -> CellListing:
         result = CellListing()
+        corners = (cell.west, cell.north, cell.east, cell.south)  # northwest, southeast
         params: dict[str, Any] | None = {
-            "bbox": ",".join(f"{v:.7f}" for v in cell.as_list()), "srid": 4326,
-            "page_size": PAGE_SIZE, **({"timestamp_after": since} if since else {})}
+            "bbox": ",".join(f"{v:.7f}" for v in corners), "srid": 4326,
+            "page_size": PAGE_SIZE, **({"timestamp_after": since[:10]} if since else {})}
         url: str | None = f"{self.api_url}/panoramas/"
         for _ in range(MAX_PAGES):
             if url is None:
@@ -50,14 +56,19 @@ class Amsterdam:
             panoramas = (answer.get("_embedded") or {}).get("panoramas") if isinstance(
                 answer, dict) else None
             if not isinstance(panoramas, list):
-                raise SourceUnavailable(self.name, "the panorama API answered without"
-                                        " _embedded.panoramas")
-            for panorama in panoramas:
-                result.take(_listing(panorama), cell)
-            following = (answer.get("_links") or {}).get("next") or {}
-            url, params = following.get("href"), None  # the next link carries the query
+                raise BadAnswer("a page without _embedded.panoramas")
+            result.take_each(panoramas, _listing, cell, since)
+            url, params = self._next(answer), None  # the next link carries the query
         result.complete = False
         return result
+
+    def _next(self, answer: dict[str, Any]) -> str | None:
+        following = ((answer.get("_links") or {}).get("next") or {}).get("href")
+        if following is None:
+            return None
+        if not isinstance(following, str) or not same_host(following, self.api_url):
+            raise BadAnswer("a next link to another host")
+        return following
 
 
 def _listing(panorama: Any) -> Listing | str:
@@ -69,19 +80,19 @@ def _listing(panorama: Any) -> Listing | str:
     except (KeyError, TypeError, ValueError):
         return f"{pano_id} has no point geometry"
     links = panorama.get("_links") or {}
-    image = (links.get(IMAGE_LINK) or links.get("equirectangular_small") or {}).get("href")
-    if not image:
+    image = text((links.get(IMAGE_LINK) or links.get("equirectangular_small") or {}).get("href"))
+    if image is None:
         return f"{pano_id} has no equirectangular image"
     return Listing(
         source=NAME,
         source_id=pano_id,
         lat=lat,
         lon=lon,
-        image_url=str(image),
+        image_url=image,
         heading_deg=compass(panorama.get("heading")),
-        captured_at=panorama.get("timestamp"),
+        captured_at=utc_iso(panorama.get("timestamp")),
         panorama=True,
         licence=LICENCE,
         creator=CREATOR,
-        link=(links.get("self") or {}).get("href"),
+        link=text((links.get("self") or {}).get("href")),
     )

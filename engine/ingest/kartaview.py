@@ -2,18 +2,25 @@
 
 `GET /2.0/photo/?nwLat&nwLng&seLat&seLng&page&itemsPerPage` answers `result.data` (photos
 with string-valued lat/lng/heading, shotDate, sequenceId/Index, processed image URLs and a
-projection, SPHERE for 360°) and `result.hasMoreData`. The API takes no capture-time filter,
-so `--since` is applied to shotDate here. Imagery is CC BY-SA 4.0, credited to "Grab and
-KartaView contributors".
+projection, SPHERE for 360°) and `result.hasMoreData`. Neither KartaView's server source nor
+an OpenAPI file of API 2.0 could be found. The answer's shape is taken from KartaView's own
+clients: github.com/kartaview/mcp-karta-view at 80e37902 (src/mcp_karta_view/
+karta_view_client.py, models.py: `/2.0/photo/`, `result.data` of string-valued fields, and a
+`status` of apiCode/apiMessage/httpCode/httpMessage) and the `/2.0/photo/` service of the
+kartaview/openstreetcam.org web client; the bounding-box and paging parameters are as our
+client found them, unchecked. KartaView tells some refusals inside an HTTP 200, in
+`status.apiCode` (600 is success; 401 asks for a login), so that code is read too. The API
+takes no capture-time filter, so `--since` is applied to shotDate here. Imagery is CC BY-SA
+4.0, credited to "Grab and KartaView contributors".
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.errors import SourceUnavailable
+from engine.errors import SourceAuthFailed
 from engine.ingest.area import BBox
-from engine.ingest.http import PoliteClient
+from engine.ingest.http import BadAnswer, PoliteClient
 from engine.ingest.listing import Listing, compass
 from engine.ingest.platform import CellListing
 
@@ -23,6 +30,7 @@ CREDIT = "Grab and KartaView contributors"
 PAGE_SIZE = 100
 MAX_PAGES = 500  # a runaway hasMoreData cannot keep a cell forever
 IMAGE_FIELDS = ("imageProcUrl", "fileurlProc", "imageLthUrl", "fileurlLTh")
+API_SUCCESS = 600  # status.apiCode of an answer that worked
 
 
 class KartaView:
@@ -42,16 +50,26 @@ class KartaView:
                 "nwLat": cell.north, "nwLng": cell.west, "seLat": cell.south,
                 "seLng": cell.east, "page": page, "itemsPerPage": PAGE_SIZE,
                 "orderBy": "id", "orderDirection": "asc"})
+            self._check_status(answer)
             body = answer.get("result") if isinstance(answer, dict) else None
             photos = body.get("data") if isinstance(body, dict) else None
             if not isinstance(photos, list):
-                raise SourceUnavailable(self.name, "the photo API answered without result.data")
-            for photo in photos:
-                result.take(_listing(photo), cell, since)
-            if not body.get("hasMoreData") or not photos:
+                raise BadAnswer("a photo page without result.data")
+            result.take_each(photos, _listing, cell, since)
+            if body.get("hasMoreData") is not True or not photos:
                 return result
         result.complete = False
         return result
+
+    def _check_status(self, answer: Any) -> None:
+        """KartaView's refusals inside a 200: a login asked for, or another apiCode."""
+        status = answer.get("status") if isinstance(answer, dict) else None
+        code = status.get("apiCode") if isinstance(status, dict) else None
+        if code is None or str(code) == str(API_SUCCESS):
+            return
+        if str(code) in ("401", "403"):
+            raise SourceAuthFailed(self.name, int(code))
+        raise BadAnswer(f"the photo API answered apiCode {code}")
 
 
 def _listing(photo: Any) -> Listing | str:

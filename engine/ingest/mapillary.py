@@ -6,6 +6,14 @@ that, the coverage tiles (zoom 14, layer "image") say which cells hold images at
 how many, so empty cells cost no search and dense ones come first. The token goes in the
 Authorization header of Graph requests; the tile server takes it as `access_token`.
 All Mapillary imagery is CC BY-SA 4.0.
+
+A 403 from the coverage tile server is a tile it has no object for, not a refused token:
+Mapillary's staff on the tiles behind their CDN, "403/404 errors on vector tiles should only
+happen when there is an actual tile missing" (github.com/mapillary/mapillary_issues #1401,
+2016), and the same 403 for a z14 tile of `mly1_public/2` over an area without imagery in
+github.com/mapillary/mapillary-python-sdk #131 (2021). Mapillary publishes no statement of
+its own on today's tile server that says otherwise (none found). So a 403 tile is an empty
+one; a refused token is told by the Graph API's 401/403, and by a 401 from the tiles.
 """
 
 from __future__ import annotations
@@ -13,10 +21,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.errors import SourceUnavailable
 from engine.ingest.area import BBox
-from engine.ingest.http import PoliteClient
-from engine.ingest.listing import Listing, compass
+from engine.ingest.http import BadAnswer, PoliteClient
+from engine.ingest.listing import Listing, compass, text
 from engine.ingest.platform import CellListing
 from engine.ingest.tiles import Point, densest_first, tile_points, tiles_over
 
@@ -54,10 +61,9 @@ class Mapillary:
         answer = self.client.get_json(f"{self.graph_url}/images", params)
         records = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(records, list):
-            raise SourceUnavailable(self.name, "the image search answered without a data list")
+            raise BadAnswer("an image search without a data list")
         result = CellListing(complete=len(records) < self.search_limit)
-        for record in records:
-            result.take(_listing(record), cell)
+        result.take_each(records, _listing, cell)
         return result
 
     def _coverage(self, cells: list[BBox]) -> list[Point]:
@@ -65,7 +71,8 @@ class Mapillary:
         points: list[Point] = []
         for tile in tiles_over(cells, COVERAGE_ZOOM):
             data = self.client.get_bytes(f"{self.tiles_url}/{tile.z}/{tile.x}/{tile.y}",
-                                         {"access_token": self._token})
+                                         {"access_token": self._token},
+                                         empty_statuses=(403, 404))
             points += tile_points(data, tile, COVERAGE_LAYER, self.name)
         return points
 
@@ -81,8 +88,8 @@ def _listing(record: Any) -> Listing | str:
         return f"{image_id} has no point geometry"
     panorama = bool(record.get("is_pano"))
     url = record.get("thumb_2048_url") if panorama else record.get("thumb_1024_url")
-    url = url or record.get("thumb_1024_url") or record.get("thumb_2048_url")
-    if not url:
+    url = text(url or record.get("thumb_1024_url") or record.get("thumb_2048_url"))
+    if url is None:
         return f"{image_id} has no image URL"
     heading = record.get("computed_compass_angle", record.get("compass_angle"))
     creator = record.get("creator")
@@ -91,12 +98,12 @@ def _listing(record: Any) -> Listing | str:
         source_id=image_id,
         lat=lat,
         lon=lon,
-        image_url=str(url),
+        image_url=url,
         heading_deg=compass(heading),
         captured_at=_iso(record.get("captured_at")),
         panorama=panorama,
         licence=LICENCE,
-        creator=creator.get("username") if isinstance(creator, dict) else None,
+        creator=text(creator.get("username")) if isinstance(creator, dict) else None,
         link=f"https://www.mapillary.com/app/?pKey={image_id}",
     )
 
