@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
 
 from engine.geo import haversine_m
 from engine.results import LocateResult
@@ -94,6 +95,21 @@ def reference_url(source: str, source_id: str) -> str | None:
     return None if template is None else template.format(id=source_id)
 
 
+def web_link(url: str | None) -> str | None:
+    """`url` fit to be a hyperlink in Telegram HTML or Discord markdown: http(s) with a host,
+    the characters that would end the link (parentheses, spaces, quotes) percent-encoded;
+    None for anything else (javascript:, file:, a relative path). A platform's link is its
+    word, not ours."""
+    if not url:
+        return None
+    encoded = quote(url, safe=":/?#[]@!$&'*+,;=%~")
+    try:
+        parts = urlsplit(encoded)
+        return encoded if parts.scheme in ("http", "https") and parts.hostname else None
+    except ValueError:  # an unbalanced [ in the host
+        return None
+
+
 def reference_name(source: str, source_id: str) -> str:
     """How a reference is named to chat users: a local photo by its file name only (its
     full path is the server's business)."""
@@ -139,7 +155,8 @@ def summarise_answer(
     if best is not None and best.inliers:
         reference = (f"{reference_name(best.source, best.source_id)}, {best.inliers} verified"
                      f" correspondences (similarity {best.similarity:.2f})")
-        reference_link = best.link or reference_url(best.source, best.source_id)
+        reference_link = web_link(best.link) or web_link(reference_url(best.source,
+                                                                       best.source_id))
     exif = None
     if result.exif_gps is not None:
         gps = result.exif_gps
