@@ -100,6 +100,7 @@ class Hostile:
     slow_image: bool = False  # an asset that trickles one byte every 0.2 s
     down_host: str = ""  # an asset on this host, where nothing listens
     huge_page: bool = False  # every search answer is hundreds of MB of JSON
+    throttle_forever: bool = False  # every search is a 429 asking for a day
     next_elsewhere: bool = False  # a next link to `internal_url` (paged mode)
 
 
@@ -115,6 +116,7 @@ class FakePlatform:
     page_size: int = 4  # a paging server's page; Mapillary's cap on one search
     paged: bool = False  # Panoramax: answer as a paging STAC server (the meta-catalogue)
     kartaview_login_required: bool = False  # apiCode 401 inside an HTTP 200
+    search_status: int | None = None  # Panoramax: every search answers this status
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _throttled: bool = False
     throttled: tuple = ()
@@ -202,8 +204,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _json(self, data: object, status: int = 200) -> None:
-        self._send(status, json.dumps(data).encode())
+    def _json(self, data: object, status: int = 200,
+              headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(data).encode(), headers=headers)
 
     def _redirect(self, location: str) -> None:
         self._send(302, b"", "text/plain", headers={"Location": location})
@@ -267,8 +270,13 @@ class _PanoramaxHandler(_Handler):
                 return
             if self.platform.hostile.huge_page:
                 self._huge_json()
-                return
-            self._search(query)
+            elif self.platform.hostile.throttle_forever:
+                self._json({"message": "Too many requests"}, 429, {"Retry-After": "86400"})
+            elif self.platform.search_status:
+                self._json({"message": "refused", "status_code": self.platform.search_status},
+                           self.platform.search_status)
+            else:
+                self._search(query)
         elif url.path.startswith("/api/pictures/"):
             self._image(url.path.split("/")[3])
         elif not self._hostile(url):
