@@ -53,6 +53,9 @@ class AsyncEngine:
         self._open_locator = open_locator
         self._limits = limits
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        # The vector store's readiness is asked in a thread of its own: a health check never
+        # waits behind pictures or other work in the loop's default pool.
+        self._probe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-probe")
         self._waiting: deque[_Job] = deque()
         self._wake = asyncio.Event()
         self._locator: Locator | None = None
@@ -78,8 +81,9 @@ class AsyncEngine:
         the engine keeps running and is ready again when it is back)."""
         if self._locator is None:
             return False
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.to_thread(self._locator.index.vectors.check_ready)
+            await loop.run_in_executor(self._probe, self._locator.index.vectors.check_ready)
         except VectorStoreUnavailable:
             return False
         return True
@@ -92,6 +96,11 @@ class AsyncEngine:
     @property
     def queue_length(self) -> int:
         return len(self._waiting)
+
+    @property
+    def queue_full(self) -> bool:
+        """Whether a job submitted now would be refused as `EngineBusy`."""
+        return len(self._waiting) >= self._limits.queue_size
 
     @property
     def answer_key(self) -> str:
@@ -131,9 +140,13 @@ class AsyncEngine:
 
     async def reference_picture(self, entry: CatalogEntry) -> np.ndarray:
         """A reference's stored picture (for evidence), read beside the worker, not behind it."""
+        return await asyncio.to_thread(self.read_reference_picture, entry)
+
+    def read_reference_picture(self, entry: CatalogEntry) -> np.ndarray:
+        """The same in the caller's thread, for a caller that bounds its own pool."""
         if self._locator is None:
             raise EngineStopped()
-        return await asyncio.to_thread(self._locator.index.load_picture, entry)
+        return self._locator.index.load_picture(entry)
 
     async def locate(
         self,
@@ -147,7 +160,7 @@ class AsyncEngine:
             raise EngineStopped()
         if self._worker.done():
             raise EngineFailed("the engine worker has stopped; restart the service")
-        if len(self._waiting) >= self._limits.queue_size:
+        if self.queue_full:
             raise EngineBusy(len(self._waiting))
         job = _Job(data, area, top_k, self._loop.create_future(), on_progress)
         self._waiting.append(job)
@@ -181,6 +194,7 @@ class AsyncEngine:
             await self._loop.run_in_executor(self._thread, self._locator.close)
             self._locator = None
         self._thread.shutdown(wait=True)
+        self._probe.shutdown(wait=False)  # a probe stuck on a dead Milvus ends on its deadline
 
     def _discard(self, job: _Job) -> None:
         with contextlib.suppress(ValueError):

@@ -12,8 +12,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
-from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
+from aiohttp import ClientSession, web
 from PIL import Image
 
 from engine.async_engine import AsyncEngine
@@ -32,17 +31,30 @@ SERVER = ServerConfig(tokens=TOKENS)
 @asynccontextmanager
 async def serving(engine_config, *, max_image_bytes: int = 20_000_000,
                   server: ServerConfig = SERVER, **limits):
+    async with serving_at(engine_config, max_image_bytes=max_image_bytes, server=server,
+                          **limits) as (client, engine, _):
+        yield client, engine
+
+
+@asynccontextmanager
+async def serving_at(engine_config, *, max_image_bytes: int = 20_000_000,
+                     server: ServerConfig = SERVER, **limits):
+    """The client, the engine, and the port, for a test that speaks raw HTTP to it. The
+    server runs as `geosleuth serve` runs it (aiohttp's TestServer cancels a handler whose
+    client leaves; the real server lets it notice)."""
     engine = AsyncEngine(lambda: Locator.open(engine_config),
                          replace(EngineLimits(), **limits))
     await engine.start()
     decode = replace(engine_config.decode, max_bytes=max_image_bytes)
-    app = TestServer(create_app(engine, server, decode), host="127.0.0.1")
-    await app.start_server()
+    runner = web.AppRunner(create_app(engine, server, decode))
+    await runner.setup()
     try:
-        async with ClientSession(str(app.make_url(""))) as client:
-            yield client, engine
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        async with ClientSession(f"http://127.0.0.1:{port}") as client:
+            yield client, engine, port
     finally:
-        await app.close()
+        await runner.cleanup()
         await engine.close()
 
 

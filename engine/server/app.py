@@ -7,45 +7,64 @@ with `radius_km`), and `top_k`. It answers the JSON of `geosleuth locate --json`
 engine passes its stages, then `{"event": "result", ...}` (or `"error"`). An answer with
 verified correspondences names its evidence picture, `evidence.picture`: a
 `GET /v1/evidence/{id}` for the same token draws it while the photo is kept (`expires_in_s`).
+
+A hostile or broken client gets a one-line refusal, never a traceback: the body is read only
+with room in the queue and among the uploads, within a deadline; pictures are drawn in a
+bounded pool of their own; /v1/health answers from state and waits on nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import io
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.async_engine import AsyncEngine
 from engine.config import DecodeConfig
-from engine.errors import ConfigError, GeoSleuthError, SearchAreaError
+from engine.errors import ConfigError, EngineBusy, GeoSleuthError, SearchAreaError
 from engine.evidence_picture import render_result_evidence
 from engine.geo import SearchArea, parse_bbox, parse_latlon
 from engine.results import LocateResult, Progress
 from engine.server.config import ServerConfig
-from engine.server.errors import BadRequest, http_status
+from engine.server.errors import (
+    BadRequest,
+    UploadAborted,
+    UploadTimeout,
+    http_status,
+)
 from engine.server.evidence import EvidenceStore
+from engine.server.health import Readiness
 from engine.server.metrics import ServerMetrics
+from engine.server.pictures import PicturePool
+from engine.server.slots import Slots
 
 log = logging.getLogger(__name__)
 
 NDJSON = "application/x-ndjson"
 DEFAULT_RADIUS_KM = 5.0
 MULTIPART_OVERHEAD = 16 * 1024
-REFERENCE_QUALITY = 90  # the form's boundaries and headers around the photo
+REFERENCE_QUALITY = 90
+MAX_REF_ID = 2**63 - 1  # SQLite's largest integer; any larger id names no reference
 ENGINE_KEY = web.AppKey("engine", AsyncEngine)
 METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 BODY_LIMIT_KEY = web.AppKey("body_limit", int)
 EVIDENCE_KEY = web.AppKey("evidence", EvidenceStore)
 DECODE_KEY = web.AppKey("decode", DecodeConfig)
+SERVER_KEY = web.AppKey("server", ServerConfig)
+UPLOADS_KEY = web.AppKey("uploads", Slots)
+PICTURES_KEY = web.AppKey("pictures", PicturePool)
+READINESS_KEY = web.AppKey("readiness", Readiness)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -59,6 +78,11 @@ def create_app(engine: AsyncEngine, config: ServerConfig, decode: DecodeConfig) 
                           client_max_size=body_limit)
     app[BODY_LIMIT_KEY] = body_limit
     app[DECODE_KEY] = decode
+    app[SERVER_KEY] = config
+    app[UPLOADS_KEY] = Slots(config.max_uploads, "photos being uploaded")
+    app[PICTURES_KEY] = PicturePool(config.picture_workers, config.picture_queue)
+    app[READINESS_KEY] = Readiness(engine, config.health_probe_s)
+    app.cleanup_ctx.append(_background)
     evidence = EvidenceStore(config.evidence_ttl_s, config.evidence_store_mb * 1024 * 1024)
     app[EVIDENCE_KEY] = evidence
     app[ENGINE_KEY] = engine
@@ -72,6 +96,18 @@ def create_app(engine: AsyncEngine, config: ServerConfig, decode: DecodeConfig) 
     return app
 
 
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """The readiness probe runs while the app serves; the picture threads end with it."""
+    readiness = app[READINESS_KEY]
+    await readiness.probe()  # known before the first health check
+    probing = asyncio.create_task(readiness.probe_forever(), name="geosleuth-health-probe")
+    yield
+    probing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await probing
+    app[PICTURES_KEY].close()
+
+
 def _bearer_auth(tokens: tuple[str, ...]) -> Any:
     """Every path but the health check needs one of the tokens; compared in constant time."""
     expected = [t.encode() for t in tokens]
@@ -80,7 +116,8 @@ def _bearer_auth(tokens: tuple[str, ...]) -> Any:
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path == "/v1/health":
             return await handler(request)
-        given = _bearer_token(request).encode()
+        # A header's non-UTF-8 bytes come through as surrogates: kept as the bytes they were.
+        given = _bearer_token(request).encode("utf-8", "surrogateescape")
         matched = False
         for token in expected:  # no early exit: the time does not tell which one is close
             matched |= hmac.compare_digest(given, token)
@@ -110,7 +147,13 @@ def _typed_refusals(config: ServerConfig) -> Any:
             status, kind = http_status(exc)
             metrics.refused(kind, locate=request.path == "/v1/locate")
             headers = {"Retry-After": str(config.retry_after_s)} if status == 503 else None
-            return _refusal(status, kind, str(exc), headers)
+            refusal = _refusal(status, kind, str(exc), headers)
+            if isinstance(exc, UploadTimeout | UploadAborted):
+                log.warning("upload from %s cut off: %s", request.remote, exc)
+                # The connection ends after the refusal (the rest of the body, if it comes,
+                # is read and dropped for aiohttp's lingering time): nothing is kept of it.
+                refusal.force_close()
+            return refusal
         except web.HTTPRequestEntityTooLarge:
             metrics.refused("too_large")  # only /v1/locate takes a body
             limit = request.app[BODY_LIMIT_KEY]
@@ -130,38 +173,74 @@ async def _locate(request: web.Request) -> web.StreamResponse:
     engine, metrics = request.app[ENGINE_KEY], request.app[METRICS_KEY]
     started = time.perf_counter()
     area, top_k = _area(request), _top_k(request)
-    data = await _photo(request)
+    data = await _receive_photo(request)
     if NDJSON not in request.headers.get("Accept", ""):
         result = await engine.locate(data, area=area, top_k=top_k)
         _count(metrics, result, started)
         return web.json_response(_answer(request, data, result))
+    return await _NdjsonLocate(request, data).run(area, top_k, started)
 
-    # The status line goes out with the first event (the job is queued): a refusal before
-    # that (a full queue) is still a plain 503 with Retry-After, which a client may retry.
-    stream = web.StreamResponse(headers={"Content-Type": NDJSON})
 
-    async def send(event: dict[str, Any]) -> None:
-        if not stream.prepared:
-            await stream.prepare(request)
-        await stream.write(json.dumps(event).encode() + b"\n")
+class _NdjsonLocate:
+    """One streamed locate. The status line goes out with the first event (the job is
+    queued): a refusal before that (a full queue) is still a plain 503 with Retry-After,
+    which a client may retry. A client that leaves the stream has its job cancelled."""
 
-    async def progress(event: Progress) -> None:
-        await send({"event": "progress", "stage": event.stage.value,
-                    "position": event.position, "step": event.step, "total": event.total})
+    def __init__(self, request: web.Request, data: bytes) -> None:
+        self._request = request
+        self._data = data
+        self._stream = web.StreamResponse(headers={"Content-Type": NDJSON})
+        self._job: asyncio.Future[LocateResult] | None = None
+        self._gone = False
 
-    try:
-        result = await engine.locate(data, area=area, top_k=top_k, on_progress=progress)
-    except GeoSleuthError as exc:
-        if not stream.prepared:
-            raise
-        status, kind = http_status(exc)  # the status line is sent: the refusal goes in-band
-        metrics.refused(kind)
-        await send({"event": "error", "status": status, "error": kind, "message": str(exc)})
-    else:
-        _count(metrics, result, started)
-        await send({"event": "result", "result": _answer(request, data, result)})
-    await stream.write_eof()
-    return stream
+    async def run(self, area: SearchArea | None, top_k: int | None,
+                  started: float) -> web.StreamResponse:
+        engine, metrics = self._request.app[ENGINE_KEY], self._request.app[METRICS_KEY]
+        self._job = asyncio.ensure_future(
+            engine.locate(self._data, area=area, top_k=top_k, on_progress=self._progress))
+        try:
+            result = await self._job
+        except asyncio.CancelledError:
+            if not self._gone:
+                raise  # the server is stopping, not the client leaving
+            return self._stream
+        except GeoSleuthError as exc:
+            if not self._stream.prepared:
+                raise
+            status, kind = http_status(exc)  # the status line is sent: the refusal is in-band
+            metrics.refused(kind)
+            await self._send({"event": "error", "status": status, "error": kind,
+                              "message": str(exc)})
+        else:
+            _count(metrics, result, started)
+            await self._send({"event": "result",
+                              "result": _answer(self._request, self._data, result)})
+        if not self._gone:
+            await self._stream.write_eof()
+        return self._stream
+
+    async def _progress(self, event: Progress) -> None:
+        await self._send({"event": "progress", "stage": event.stage.value,
+                          "position": event.position, "step": event.step,
+                          "total": event.total})
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        if self._gone:
+            return
+        try:
+            if not self._stream.prepared:
+                await self._stream.prepare(self._request)
+            await self._stream.write(json.dumps(event).encode() + b"\n")
+        except ConnectionResetError:
+            self._left()
+
+    def _left(self) -> None:
+        """Said once: the client closed its stream, so its job is not worth finishing."""
+        self._gone = True
+        self._request.app[METRICS_KEY].refused("client_left")
+        log.info("a client left its locate stream; its job is cancelled")
+        if self._job is not None:
+            self._job.cancel()
 
 
 def _answer(request: web.Request, photo: bytes, result: LocateResult) -> dict[str, Any]:
@@ -183,14 +262,19 @@ async def _evidence(request: web.Request) -> web.Response:
         return _refusal(404, "no_such_evidence", "no evidence picture with that id: it has"
                         " expired, or it was made for another client")
     photo, result = found
-    assert result.best_reference is not None  # nothing is kept without one
-    reference = await request.app[ENGINE_KEY].reference_picture(result.best_reference)
+    best_reference = result.best_reference
+    assert best_reference is not None  # nothing is kept without one
+    engine, decode = request.app[ENGINE_KEY], request.app[DECODE_KEY]
     best = result.best_match
-    caption = (f"The photo (left) and reference {result.best_reference.source}:"
-               f"{result.best_reference.source_id} (right):"
+    caption = (f"The photo (left) and reference {best_reference.source}:"
+               f"{best_reference.source_id} (right):"
                f" {best.inliers if best else 0} verified correspondences")
-    png = await asyncio.to_thread(render_result_evidence, photo, request.app[DECODE_KEY],
-                                  reference, result, caption)
+
+    def draw() -> bytes:
+        reference = engine.read_reference_picture(best_reference)
+        return render_result_evidence(photo, decode, reference, result, caption)
+
+    png = await request.app[PICTURES_KEY].draw(draw)
     return web.Response(body=png, content_type="image/png")
 
 
@@ -201,9 +285,31 @@ def _count(metrics: ServerMetrics, result: LocateResult, started: float) -> None
         metrics.stage_seconds.labels(stage).observe(ms / 1000)
 
 
+async def _receive_photo(request: web.Request) -> bytes:
+    """The photo's bytes, read only while the queue has room and the uploads are few, and
+    only for `upload_timeout_s`: a stalled or huge upload holds no memory for long."""
+    engine, config = request.app[ENGINE_KEY], request.app[SERVER_KEY]
+    if engine.queue_full:
+        raise EngineBusy(engine.queue_length)  # before the body: the client keeps its bytes
+    with request.app[UPLOADS_KEY].hold():
+        try:
+            async with asyncio.timeout(config.upload_timeout_s):
+                return await _photo(request)
+        except TimeoutError:
+            raise UploadTimeout(f"the photo did not arrive within {config.upload_timeout_s:g}"
+                                " s") from None
+        except ConnectionResetError:
+            raise UploadAborted("the client closed the connection before its photo"
+                                " arrived") from None
+
+
 async def _photo(request: web.Request) -> bytes:
     if request.content_type == "multipart/form-data":
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, BadHttpMessage):
+            raise BadRequest("the multipart form could not be read: it needs a boundary and"
+                             " a file field 'photo'") from None
         field = form.get("photo")
         if field is None or isinstance(field, str):
             raise BadRequest("the multipart form needs the photo as a file field 'photo'")
@@ -229,8 +335,9 @@ def _top_k(request: web.Request) -> int | None:
     if "top_k" not in request.query:
         return None
     value = _number(request.query, "top_k", 0)
-    if value < 1 or not float(value).is_integer():
-        raise BadRequest(f"top_k must be a whole number of at least 1, not {value:g}")
+    most = request.app[SERVER_KEY].max_top_k
+    if not 1 <= value <= most or not float(value).is_integer():
+        raise BadRequest(f"top_k must be a whole number from 1 to {most}, not {value:g}")
     return int(value)
 
 
@@ -242,10 +349,12 @@ def _number(query: Any, name: str, default: float) -> float:
 
 
 async def _health(request: web.Request) -> web.Response:
+    """From state only: a health check that waited behind work would get a busy engine
+    killed by its orchestrator."""
     engine = request.app[ENGINE_KEY]
     if not engine.healthy:
         return web.json_response({"status": "unavailable"}, status=503)
-    if not await engine.vectors_ready():  # why is in the log: this path needs no token
+    if not request.app[READINESS_KEY].vectors_ready:  # why is in the log: no token here
         return web.json_response({"status": "index_unavailable"}, status=503)
     return web.json_response({"status": "ready", "queue": engine.queue_length})
 
@@ -257,16 +366,28 @@ async def _index(request: web.Request) -> web.Response:
 async def _reference_picture(request: web.Request) -> web.Response:
     """A reference's stored picture, for a remote client to draw the evidence with."""
     engine = request.app[ENGINE_KEY]
-    try:
-        entry = engine.reference_entry(int(request.match_info["ref_id"]))
-    except ValueError:
-        entry = None
+    ref_id = _ref_id(request.match_info["ref_id"])
+    entry = None if ref_id is None else engine.reference_entry(ref_id)
     if entry is None:
         return _refusal(404, "no_such_reference", "the index holds no reference with that id")
-    rgb = await engine.reference_picture(entry)
-    out = io.BytesIO()
-    Image.fromarray(rgb).save(out, "JPEG", quality=REFERENCE_QUALITY)
-    return web.Response(body=out.getvalue(), content_type="image/jpeg")
+
+    def encode() -> bytes:
+        out = io.BytesIO()
+        Image.fromarray(engine.read_reference_picture(entry)).save(out, "JPEG",
+                                                                   quality=REFERENCE_QUALITY)
+        return out.getvalue()
+
+    return web.Response(body=await request.app[PICTURES_KEY].draw(encode),
+                        content_type="image/jpeg")
+
+
+def _ref_id(text: str) -> int | None:
+    """A reference id as the catalogue can hold it; None for anything else."""
+    try:
+        ref_id = int(text)
+    except ValueError:  # not a number, or more digits than Python converts
+        return None
+    return ref_id if 0 <= ref_id <= MAX_REF_ID else None
 
 
 async def _metrics(request: web.Request) -> web.Response:

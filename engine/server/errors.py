@@ -25,6 +25,18 @@ class BadRequest(GeoSleuthError):
     """A request the server cannot take as it is (a missing field, a wrong parameter)."""
 
 
+class ServerBusy(GeoSleuthError):
+    """Too many uploads or pictures at once: refused before any work, so safe to retry."""
+
+
+class UploadTimeout(GeoSleuthError):
+    """The photo's body did not arrive within the upload deadline."""
+
+
+class UploadAborted(GeoSleuthError):
+    """The client closed the connection before its photo had arrived."""
+
+
 # Most specific first: the first class the error is an instance of decides.
 _STATUS: tuple[tuple[type[GeoSleuthError], int, str], ...] = (
     (FileTooLarge, 413, "too_large"),
@@ -37,6 +49,9 @@ _STATUS: tuple[tuple[type[GeoSleuthError], int, str], ...] = (
     (ImageError, 422, "bad_image"),
     (SearchAreaError, 400, "bad_area"),
     (BadRequest, 400, "bad_request"),
+    (UploadAborted, 400, "upload_aborted"),
+    (UploadTimeout, 408, "upload_timeout"),
+    (ServerBusy, 503, "busy"),
     (EngineBusy, 503, "busy"),
     (EngineTimeout, 504, "timeout"),
     (EngineStopped, 503, "stopped"),
