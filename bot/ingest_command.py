@@ -7,6 +7,7 @@ import sys
 import textwrap
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -15,7 +16,11 @@ from bot.config import AppConfig
 from engine.errors import ConfigError
 from engine.ingest.config import SOURCE_DESCRIPTIONS
 
+if TYPE_CHECKING:
+    from engine.ingest.crawl import SourceSummary
+
 EPILOG_HEAD = "sources:\n"
+MAX_REASONS = 10
 
 
 def add_ingest_parser(commands: argparse._SubParsersAction) -> None:
@@ -76,21 +81,35 @@ def run_ingest(args: argparse.Namespace, config: AppConfig) -> int:
     failed = False
     for summary in summaries:
         print(_summary_line(summary))
-        for reason, count in [*summary.skipped.most_common(3), *summary.failed.most_common(3)]:
-            print(f"  {count}: {reason}")
+        for line in _reason_lines(summary):
+            print(f"  {line}")
         if summary.error:
             failed = True
             print(f"geosleuth: error: {summary.error}", file=sys.stderr)
     return 2 if failed else 0
 
 
-def _summary_line(summary) -> str:
+def _summary_line(summary: SourceSummary) -> str:
     state = "done" if summary.complete else ("stopped" if summary.error else "partial")
     return (f"{summary.source} ({state}): {summary.found} found, {summary.new} new,"
             f" {summary.duplicates} duplicates, {summary.skipped_count} skipped,"
             f" {summary.failed_count} failed; {summary.added} reference photos added"
             f" from {summary.cells} cells in {summary.seconds:.0f} s"
             f" ({summary.index_seconds:.0f} s indexing)")
+
+
+def _reason_lines(summary: SourceSummary) -> list[str]:
+    """Why each record was skipped or failed, the most frequent first: every bad record is
+    counted in a line, up to MAX_REASONS lines (the rest summed in one)."""
+    reasons = [*(("skipped", r, n) for r, n in summary.skipped.most_common()),
+               *(("failed", r, n) for r, n in summary.failed.most_common())]
+    lines = [f"{n} {kind}: {reason}" for kind, reason, n in reasons[:MAX_REASONS]]
+    if rest := reasons[MAX_REASONS:]:
+        lines.append(f"{sum(n for *_, n in rest)} more, for {len(rest)} other reasons")
+    if summary.cells_unfinished:
+        lines.append(f"{summary.cells_unfinished} cells could not be listed: the next run asks"
+                     " again")
+    return lines
 
 
 def _split(text: str | None) -> list[str]:

@@ -16,6 +16,7 @@ import mercantile
 import numpy as np
 import pytest
 
+from bot.cli import main
 from bot.format import summarise_answer, web_link
 from engine.errors import SourceUnavailable
 from engine.ingest import http
@@ -27,14 +28,14 @@ from engine.ingest.panoramax import Panoramax
 from engine.ingest.registry import create_platform
 from engine.results import LocateResult, Match, Status
 from engine.synthetic import make_street
-from tests.fakes.platforms import FakeImage, FakePlatform, FakeServer, Hostile
+from tests.fakes.platforms import FakeImage, FakePlatform, FakeServer, HangUpHost, Hostile
 from tests.test_ingest import BOX, FAST, ORIGIN, POLITE_BUT_QUICK, _configured
 
 # The fake platform stands on 127.0.0.1 for a public host; 127.0.0.2 is the internal network.
 PUBLIC_STAND_IN = ipaddress.ip_address("127.0.0.1")
 INTERNAL = "127.0.0.2"
 NOTHING_LISTENS = "http://127.0.0.1:9"
-HOSTILE_KINDS = {"file-href", "internal-href", "inward", "loop", "slow", "down"}
+HOSTILE_KINDS = {"file-href", "internal-href", "inward", "loop", "slow", "down-0"}
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +127,22 @@ def test_every_hostile_record_is_one_counted_failure_and_nothing_internal_is_fet
     assert (again.new, again.duplicates, again.failed_count) == (0, 10, len(HOSTILE_KINDS))
     assert _staged(tmp_path / "idx") == 0  # every good picture indexed, none left staged
     assert not _files_outside(tmp_path, tmp_path / "idx")
+
+
+def test_an_image_host_that_is_down_fails_its_images_not_the_source(tmp_path, street_images):
+    """After three connections in a row fail, that host's other images fail without trying."""
+    with HangUpHost() as down:
+        fake = FakePlatform(images=list(street_images),
+                            hostile=Hostile(down_host=down.url, down_records=12))
+        config = replace(POLITE_BUT_QUICK, retries=1, concurrency=1)
+        with FakeServer("panoramax", fake) as server:
+            (summary,) = Crawler(tmp_path / "idx", FAST, config).run(
+                [create_platform("panoramax", config, instance=f"{server.url}/api")],
+                CrawlRequest(BOX))
+    assert summary.error is None and summary.complete
+    assert summary.new == 10
+    assert summary.failed == {f"image not available: cannot reach {down.url}": 12}
+    assert down.connections <= 3 * 2  # three images, each tried and retried once
 
 
 def test_private_addresses_are_refused_by_default(tmp_path, street_images):
@@ -265,3 +282,32 @@ def test_a_platform_link_cannot_end_its_markdown_or_html_early():
     assert shown == "https://example.org/p/1%29%20[click]%28javascript:x%29%20%22%3Cb%3E"
     assert web_link("https://data.amsterdam.nl/panorama/TMX-1/") == (
         "https://data.amsterdam.nl/panorama/TMX-1/")
+
+
+def test_the_command_reports_every_bad_record_and_ends_by_itself(
+        tmp_path, street_images, capsys, monkeypatch, loopback_stands_for_the_internet):
+    internal = FakePlatform()
+    with FakeServer("panoramax", internal, host=INTERNAL) as inside:
+        hostile = Hostile(internal_url=inside.url, file_href=True, internal_href=True,
+                          redirect_to_internal=True, redirect_loop=True, licence_object=True,
+                          slow_image=True, down_host=NOTHING_LISTENS)
+        fake = FakePlatform(images=list(street_images), hostile=hostile)
+        with FakeServer("panoramax", fake) as server:
+            config = tmp_path / "geosleuth.toml"
+            config.write_text(
+                '[engine]\ndescriptor = "vlad"\nverifier = "sift"\n[ingest]\n'
+                f'panoramax_url = "{server.url}/api"\nfirst_batch = 4\nbatch_size = 4\n'
+                'requests_per_s = 200.0\ndownloads_per_s = 200.0\nretries = 1\n'
+                'backoff_s = 0.01\ndeadline_s = 1.5\ntimeout_s = 2.0\n')
+            monkeypatch.setenv("GEOSLEUTH_CONFIG", str(config))
+            code = main(["ingest", "panoramax", "--bbox", "13.40,52.515,13.41,52.525",
+                         "--index", str(tmp_path / "idx")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "panoramax (done): 16 found, 10 new, 0 duplicates, 1 skipped, 6 failed" in out
+    for reason in ("1 skipped: hostile-licence has a licence that is not text",
+                   "2 failed: image not available: refused: 127.0.0.2 is 127.0.0.2",
+                   "1 failed: image not available: not an http(s) URL ('file:///etc/passwd')",
+                   "redirects in a loop", "deadline", f"cannot reach {NOTHING_LISTENS}"):
+        assert reason in out
+    assert internal.requests_total() == 0

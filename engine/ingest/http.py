@@ -17,7 +17,9 @@ import json
 import logging
 import re
 import socket
+import threading
 import time
+from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +38,7 @@ RETRY_STATUSES = (429, 500, 502, 503, 504)
 CONNECT_RETRIES = 2
 CHUNK_BYTES = 1 << 16
 WEB_SCHEMES = ("http", "https")
+UNREACHABLE_AFTER = 3  # failed connections in a row before an image host is given up on
 _TOKEN_IN_QUERY = re.compile(r"(access_token=)[^&\s'\"]+", re.IGNORECASE)
 
 
@@ -96,6 +99,8 @@ class PoliteClient:
         self.session = _session(config, config.requests_per_s)
         self.session.headers.update(secret_headers or {})
         self._files = _session(config, config.downloads_per_s)
+        self._unreachable: Counter[str] = Counter()  # image hosts: connections failed in a row
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         self.session.close()
@@ -124,10 +129,16 @@ class PoliteClient:
 
     def download(self, url: str) -> bytes:
         """One image file, streamed, capped at `max_image_bytes` and `deadline_s`; ImageMissing
-        whenever it cannot be had, whatever the reason."""
+        whenever it cannot be had, whatever the reason. A host that could not be reached
+        `UNREACHABLE_AFTER` times in a row is not tried again in this run: one instance down
+        costs its own images seconds, not each image its retries."""
         started = time.monotonic()
         if not is_web_url(url):
             raise ImageMissing(f"not an http(s) URL ({str(url)[:40]!r})")
+        host = _where(url)
+        with self._lock:
+            if self._unreachable[host] >= UNREACHABLE_AFTER:
+                raise ImageMissing(f"cannot reach {host}")
         try:
             response = self._files.get(url, timeout=self.config.timeout_s, stream=True)
         except AddressRefused as exc:
@@ -135,11 +146,15 @@ class PoliteClient:
         except requests.exceptions.RetryError:
             raise ImageMissing(f"kept failing after {self.config.retries} retries") from None
         except requests.TooManyRedirects:
-            raise ImageMissing(f"{_where(url)} redirects in a loop") from None
+            raise ImageMissing(f"{host} redirects in a loop") from None
         except (requests.ConnectionError, requests.Timeout):
-            raise ImageMissing(f"cannot reach {_where(url)}") from None
+            with self._lock:
+                self._unreachable[host] += 1
+            raise ImageMissing(f"cannot reach {host}") from None
         except requests.RequestException as exc:  # a redirect to file:, a malformed URL...
-            raise ImageMissing(f"{_where(url)}: {type(exc).__name__}") from None
+            raise ImageMissing(f"{host}: {type(exc).__name__}") from None
+        with self._lock:
+            self._unreachable[host] = 0
         if response.status_code >= 400:
             response.close()
             raise ImageMissing(f"HTTP {response.status_code}")

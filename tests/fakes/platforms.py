@@ -37,6 +37,7 @@ import contextlib
 import io
 import json
 import math
+import socket
 import threading
 import time
 from collections import Counter
@@ -98,7 +99,8 @@ class Hostile:
     relative_href: bool = False  # every asset href relative to its item (legal STAC)
     licence_object: bool = False  # "license": {"id": ...} instead of a string
     slow_image: bool = False  # an asset that trickles one byte every 0.2 s
-    down_host: str = ""  # an asset on this host, where nothing listens
+    down_host: str = ""  # assets on this host, which is down or hangs up
+    down_records: int = 1  # how many
     huge_page: bool = False  # every search answer is hundreds of MB of JSON
     throttle_forever: bool = False  # every search is a 429 asking for a day
     next_elsewhere: bool = False  # a next link to `internal_url` (paged mode)
@@ -346,8 +348,9 @@ class _PanoramaxHandler(_Handler):
             "inward": f"{self.base}/inward/x.jpg" if hostile.redirect_to_internal else None,
             "loop": f"{self.base}/loop/x.jpg" if hostile.redirect_loop else None,
             "slow": f"{self.base}/trickle/x.jpg" if hostile.slow_image else None,
-            "down": f"{hostile.down_host}/pictures/x.jpg" if hostile.down_host else None,
         }
+        hrefs |= {f"down-{k}": f"{hostile.down_host}/pictures/{k}.jpg"
+                  for k in range(hostile.down_records if hostile.down_host else 0)}
         for name, href in hrefs.items():
             if href is not None:
                 item = self._item(template, picture_id=f"hostile-{name}")
@@ -607,6 +610,31 @@ class _MapilioHandler(_Handler):
     def _resolution(image: FakeImage) -> str:
         height, width = image.rgb.shape[:2]
         return f"{width}x{height}"
+
+
+class HangUpHost:
+    """A host that accepts each connection and closes it at once, counting them: an image
+    host that is as good as down, whose connection attempts can be counted."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.connections = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):  # the listener closed: done
+            while True:
+                connection, _ = self._listener.accept()
+                self.connections += 1
+                connection.close()
+
+    def __enter__(self) -> HangUpHost:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._listener.close()
 
 
 class FakeServer:
