@@ -222,7 +222,7 @@ class BotService:
         )
         area = hint.area if hint else None
         area_label = f"Searched {hint.label}" if hint else None
-        answer_key = _answer_key(self._engine.answer_key, area)
+        answer_key = _answer_key(await self._engine.current_answer_key(), area)
         try:
             cached = await self._cached(digest, answer_key, image)
             result = cached or await self._engine.locate(image, area=area,

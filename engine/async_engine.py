@@ -109,6 +109,10 @@ class AsyncEngine:
             raise EngineStopped()
         return self._locator.answer_key
 
+    async def current_answer_key(self) -> str:
+        """The answer key as a remote engine gives it (there, it may have to be asked for)."""
+        return self.answer_key
+
     @property
     def index_version(self) -> str:
         if self._locator is None:

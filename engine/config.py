@@ -178,6 +178,7 @@ class RemoteConfig:
     timeout_s: float = 180.0  # per request, queueing included
     connect_retries: int = 3  # connect errors are retried (nothing was sent)
     busy_retries: int = 2  # a 503 is retried after its Retry-After
+    index_check_s: float = 30.0  # how old the server's answer key may be before it is asked again
 
 
 VECTOR_BACKENDS = ("hnswlib", "milvus")

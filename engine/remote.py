@@ -1,11 +1,14 @@
 """`RemoteEngine`: the `AsyncEngine` interface over HTTP, to an engine run by `geosleuth
 serve` on another host (a GPU host); the bot then loads no index and no model.
 
-Retried only where it is safe: connect errors (nothing reached the server) and a 503 (the
-server refused before doing anything), the latter after its Retry-After. Every other
-failure becomes the engine error it stands for, with the server's own one-line reason, so
-the bot answers the user exactly as it does with the engine in-process. Progress comes as
-the server streams it (NDJSON).
+Retried only where it is safe: a connection that could not be made (nothing reached the
+server) and a 503 (the server refused before doing anything), the latter after its
+Retry-After. A connection lost once the request left is never retried: the photo may be what
+brought the engine down. Every request has a connection of its own, so a lost one is never a
+stale pooled connection that the server had already closed. Every other failure becomes the
+engine error it stands for, with the server's own one-line reason, so the bot answers the
+user exactly as it does with the engine in-process. Progress comes as the server streams it
+(NDJSON).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import inspect
 import io
 import json
 import logging
+import math
+import time
 from typing import Any
 
 import aiohttp
@@ -39,6 +44,8 @@ log = logging.getLogger(__name__)
 
 NDJSON = "application/x-ndjson"
 CONNECT_BACKOFF_S = 0.5
+DEFAULT_RETRY_AFTER_S = 1.0
+MAX_RETRY_AFTER_S = 30.0
 
 
 class EngineUnreachable(EngineFailed):
@@ -60,12 +67,14 @@ class RemoteEngine:
         self._where = str(URL(self._url).origin()).rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._described: dict[str, Any] = {}
+        self._described_at = -math.inf
         self._in_flight = 0
 
     async def start(self) -> None:
         """Connect and read what the server serves. A refused token is a ConfigError here; a
         server that is down is only logged, since it may come up after the bot."""
         self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True),
             headers={"Authorization": f"Bearer {self._config.token}"},
             timeout=aiohttp.ClientTimeout(total=self._config.timeout_s))
         try:
@@ -75,6 +84,17 @@ class RemoteEngine:
 
     async def _describe(self) -> None:
         self._described = await self._get_json("/v1/index")
+        self._described_at = time.monotonic()
+
+    async def current_answer_key(self) -> str:
+        """The answer key, asked of the server again once it is `index_check_s` old: a bot
+        answering from its cache never locates, so it would not see a new index otherwise."""
+        if time.monotonic() - self._described_at >= self._config.index_check_s:
+            try:
+                await self._describe()
+            except (EngineFailed, ConfigError) as exc:  # the last key known stands meanwhile
+                log.warning("could not ask the engine for its index: %s", exc)
+        return self.answer_key
 
     async def close(self) -> None:
         if self._session is not None:
@@ -146,13 +166,13 @@ class RemoteEngine:
             try:
                 response = await self._session.request(method, self._url + path, data=data,
                                                        params=params, headers=headers)
-            except aiohttp.ClientConnectionError:
+            except aiohttp.ClientConnectorError:  # no connection: nothing was sent
                 connect_tries += 1
                 if connect_tries > self._config.connect_retries:
                     raise EngineUnreachable(self._where) from None
                 await asyncio.sleep(CONNECT_BACKOFF_S * 2 ** (connect_tries - 1))
                 continue
-            except TimeoutError:
+            except (aiohttp.ClientConnectionError, TimeoutError):  # after the request left
                 raise EngineUnreachable(self._where) from None
             if response.status == 503 and busy_tries < self._config.busy_retries:
                 busy_tries += 1
@@ -215,10 +235,15 @@ def _query(area: SearchArea | None, top_k: int | None) -> dict[str, str]:
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float:
+    """The server's Retry-After in seconds, capped; one that is not a finite, non-negative
+    number (an HTTP date, "inf", "nan") is ignored for the default."""
     try:
-        return min(float(response.headers.get("Retry-After", "1")), 30.0)
+        wait = float(response.headers.get("Retry-After", DEFAULT_RETRY_AFTER_S))
     except ValueError:
-        return 1.0
+        return DEFAULT_RETRY_AFTER_S
+    if not math.isfinite(wait) or wait < 0:
+        return DEFAULT_RETRY_AFTER_S
+    return min(wait, MAX_RETRY_AFTER_S)
 
 
 async def _json_or_empty(response: aiohttp.ClientResponse) -> dict[str, Any]:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bot.config import AppConfig, StoreConfig
+from bot.render import MapStyle
+from bot.service import Answer, BotService, Requester
+from bot.store import Store
 from engine.async_engine import AsyncEngine
 from engine.config import EngineLimits, RemoteConfig
 from engine.errors import ConfigError, EngineBusy
@@ -139,3 +146,124 @@ def test_an_engine_killed_mid_request_is_a_clear_failure(street_index, street_qu
     finally:
         child.kill()
         child.stderr.close()
+
+
+@asynccontextmanager
+async def fake_engine(locate, *, describe=None, port: int = 0):
+    """A stand-in `geosleuth serve` on 127.0.0.1 with the given /v1/locate handler."""
+    async def index(request: web.Request) -> web.Response:
+        return web.json_response(describe() if describe else
+                                 {"answer_key": "key-1", "index_version": "v1"})
+
+    app = web.Application()
+    app.router.add_get("/v1/index", index)
+    app.router.add_post("/v1/locate", locate)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def _ndjson_result(result: dict) -> web.Response:
+    return web.Response(body=json.dumps({"event": "result", "result": result}).encode() + b"\n",
+                        content_type="application/x-ndjson")
+
+
+@pytest.fixture(scope="module")
+def located_json(street_index, street_queries) -> dict:
+    """A real answer's JSON, as the server sends it, for a fake server to answer with."""
+    locator = Locator.open(street_index)
+    try:
+        return json.loads(json.dumps(locator.locate(jpeg_bytes(street_queries[0].rgb))
+                                     .to_json(evidence=True)))
+    finally:
+        locator.close()
+
+
+def test_a_server_that_drops_the_connection_after_the_body_gets_the_photo_exactly_once():
+    photo = b"\xff\xd8 a photo that brings the engine down " * 1000
+    posts: list[bytes] = []
+
+    async def read_then_drop(request: web.Request) -> web.Response:
+        posts.append(await request.read())
+        request.transport.close()  # as an engine process that dies on this photo
+        return web.Response()
+
+    async def scenario():
+        async with fake_engine(read_then_drop) as url, remote(url, connect_retries=3) as engine:
+            with pytest.raises(EngineUnreachable):
+                await engine.locate(photo)
+
+    _run(scenario)
+    assert posts == [photo]
+
+
+def test_a_server_not_yet_listening_is_retried_and_gets_the_photo_once(located_json):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    posts: list[bytes] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        posts.append(await request.read())
+        return _ndjson_result(located_json)
+
+    async def scenario():
+        async with remote(f"http://127.0.0.1:{port}", connect_retries=4) as engine:
+            locating = asyncio.create_task(engine.locate(b"photo"))
+            await asyncio.sleep(0.3)  # the first connection attempts are refused
+            async with fake_engine(answer, port=port):
+                return await locating
+
+    assert _run(scenario).located
+    assert posts == [b"photo"]
+
+
+def test_a_retry_after_that_is_not_a_finite_number_is_ignored(located_json):
+    refusals = ["inf", "nan", "Wed, 21 Oct 2015 07:28:00 GMT", "-5"]
+    posts: list[bytes] = []
+
+    async def busy_then_located(request: web.Request) -> web.Response:
+        posts.append(await request.read())
+        if len(posts) <= len(refusals):
+            return web.json_response({"error": "busy", "message": "The engine is busy."},
+                                     status=503, headers={"Retry-After": refusals[len(posts) - 1]})
+        return _ndjson_result(located_json)
+
+    async def scenario():
+        async with fake_engine(busy_then_located) as url, remote(
+                url, busy_retries=len(refusals)) as engine:
+            return await asyncio.wait_for(engine.locate(b"photo"), timeout=20)
+
+    assert _run(scenario).located  # each ignored Retry-After waited the default 1 s, not 30
+    assert len(posts) == len(refusals) + 1
+
+
+def test_the_bots_answer_cache_notices_when_the_servers_index_changes(tmp_path, located_json):
+    served = {"answer_key": "index-1", "index_version": "v1"}
+    posts: list[bytes] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        posts.append(await request.read())
+        return _ndjson_result(located_json)
+
+    async def scenario() -> list[bool]:
+        config = AppConfig(map=MapStyle(tiles_enabled=False),
+                           store=StoreConfig(path=tmp_path / "bot.sqlite"))
+        who = Requester("telegram", "1", "private", "1", "alice")
+        async with fake_engine(answer, describe=lambda: served) as url, remote(
+                url, index_check_s=0) as engine, await Store.open(config.store.path) as store:
+            service = BotService(config, engine, store)
+            cached = []
+            for key in ("index-1", "index-1", "index-2", "index-2"):
+                served["answer_key"] = key  # the server's index as it is now
+                outcome = await service.locate(who, b"the same photo")
+                assert isinstance(outcome, Answer), outcome
+                cached.append(outcome.cached)
+            return cached
+
+    assert _run(scenario) == [False, True, False, True]
+    assert len(posts) == 2  # located again once, after the index changed
