@@ -47,15 +47,16 @@ def main() -> int:
     args = parser.parse_args()
     engine = replace(defaults, descriptor=args.descriptor, verifier=args.verifier)
     # The shipped politeness (rate limits, concurrency); one batch, so the sides time apart.
-    config = IngestConfig(first_batch=args.images + 1)
+    # The fakes listen on loopback, which only a private instance's setting lets be fetched.
+    config = IngestConfig(first_batch=args.images + 1, allow_private_hosts=True)
 
     started = time.perf_counter()
     images = _images(args.images)
     print(f"generated {len(images)} street views in {time.perf_counter() - started:.0f} s;"
           f" funnel {args.descriptor} + {args.verifier}")
     for kind in ("panoramax", "mapillary"):
-        # Panoramax pages by 100; a Mapillary search answers up to the 2,000 it may.
-        fake = FakePlatform(images=images, page_size=100 if kind == "panoramax" else 2000)
+        # geovisio answers the search limit asked (no pages); Mapillary up to the 2,000 it may.
+        fake = FakePlatform(images=images, page_size=2000)
         with FakeServer(kind, fake) as server, tempfile.TemporaryDirectory() as scratch:
             platform = _platform(kind, server, config)
             (summary,) = Crawler(Path(scratch) / "idx", engine, config).run(
