@@ -262,6 +262,18 @@ def test_mapillary_tiles_answering_403_are_empty_tiles(tmp_path, street_images):
     assert (summary.new, summary.failed_count) == (10, 0)
 
 
+def test_a_mapilio_sequence_whose_detail_is_null_skips_its_images(tmp_path, street_images):
+    """mapilio/backend answers `{"data": null}` for a sequence without images left."""
+    fake = FakePlatform(images=list(street_images), mapilio_gone=street_images[0].image_id)
+    with FakeServer("mapilio", fake) as server:
+        config = _configured("mapilio", server.url, POLITE_BUT_QUICK)
+        (summary,) = Crawler(tmp_path / "idx", FAST, config).run(
+            [create_platform("mapilio", config)], CrawlRequest(BOX))
+    assert summary.skipped == {f"{street_images[0].image_id} is not in its sequence's"
+                               " detail": 1}
+    assert (summary.new, summary.failed_count, summary.error) == (9, 0, None)
+
+
 def _answer_linking(link: str | None) -> LocateResult:
     match = Match(ref_id=1, source="amsterdam", source_id="TMX-1", lat=52.5, lon=4.9,
                   similarity=0.9, inliers=120, attribution="Gemeente Amsterdam", link=link)

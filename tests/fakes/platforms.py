@@ -119,6 +119,7 @@ class FakePlatform:
     paged: bool = False  # Panoramax: answer as a paging STAC server (the meta-catalogue)
     kartaview_login_required: bool = False  # apiCode 401 inside an HTTP 200
     search_status: int | None = None  # Panoramax: every search answers this status
+    mapilio_gone: str | None = None  # Mapilio: this image's sequence detail is `data: null`
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _throttled: bool = False
     throttled: tuple = ()
@@ -602,7 +603,8 @@ class _MapilioHandler(_Handler):
         self._json({"data": rows or None})
 
     def _point(self, image: FakeImage) -> dict:
-        return {"id": int(image.image_id), "sequence_uuid": "seq-1",
+        sequence = "seq-gone" if image.image_id == self.platform.mapilio_gone else "seq-1"
+        return {"id": int(image.image_id), "sequence_uuid": sequence,
                 "capture_time": image.captured_at.replace("T", " ").removesuffix("Z"),
                 "heading": image.heading or 0.0, "resolution": self._resolution(image)}
 
