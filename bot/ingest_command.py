@@ -107,8 +107,8 @@ def _reason_lines(summary: SourceSummary) -> list[str]:
     if rest := reasons[MAX_REASONS:]:
         lines.append(f"{sum(n for *_, n in rest)} more, for {len(rest)} other reasons")
     if summary.cells_unfinished:
-        lines.append(f"{summary.cells_unfinished} cells could not be listed: the next run asks"
-                     " again")
+        lines.append(f"{summary.cells_unfinished} cells not finished (a listing that could not"
+                     " be used, or cut off at the platform's limit): the next run asks again")
     return lines
 
 

@@ -81,6 +81,23 @@ def test_a_busy_geovisio_cell_of_130_pictures_is_crawled_whole(tmp_path):
     assert set(fake.image_downloads().values()) == {1}
 
 
+def test_a_cell_still_full_at_the_smallest_size_is_never_done(tmp_path, street_images):
+    """Kept, counted, and asked for again by the next run, which is not done either."""
+    config = replace(POLITE_BUT_QUICK, max_splits=1)
+    with FakeServer("panoramax", FakePlatform(images=list(street_images))) as server:
+        def crawl():
+            platform = Panoramax(PoliteClient("panoramax", config), f"{server.url}/api",
+                                 search_limit=2)
+            (summary,) = Crawler(tmp_path / "idx", FAST, config).run([platform],
+                                                                      CrawlRequest(BOX))
+            return summary
+        first, again = crawl(), crawl()
+    cut_off = "a cell still full after 1 splits: images past the platform's limit left out"
+    assert first.failed[cut_off] >= 1 and not first.complete and first.new > 0
+    assert again.failed[cut_off] == first.failed[cut_off] and not again.complete
+    assert again.new == 0 and again.duplicates == first.new
+
+
 def test_geovisio_refuses_a_limit_over_10000(tmp_path, street_images):
     """The fake answers 400 as geovisio does; the cell fails, counted, and the run says so."""
     with FakeServer("panoramax", FakePlatform(images=list(street_images))) as server:

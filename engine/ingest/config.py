@@ -38,8 +38,9 @@ class IngestConfig:
     downloads_per_s: float = 40.0  # per source, image files (mostly from a CDN)
     concurrency: int = 4  # downloads in flight per source
     timeout_s: float = 30.0  # to connect, and for each read
-    # A whole download (or API answer), retries and body included, from its first byte asked:
-    # a host that trickles one byte at a time cannot hold a download slot for longer.
+    # A download (or API answer) still arriving this long after it was asked for is cut off:
+    # a host that trickles one byte at a time cannot hold a download slot for longer. (The
+    # wait for an answer to begin is bounded by timeout_s on each of the retries.)
     deadline_s: float = 120.0
     retries: int = 5  # on 429, 5xx and timeouts, with exponential backoff and jitter
     backoff_s: float = 1.0

@@ -28,7 +28,7 @@ from PIL import Image
 
 from engine.config import EngineConfig
 from engine.decode import decode_image
-from engine.errors import ImageError, IngestError
+from engine.errors import ImageError, IngestError, SourceUnavailable
 from engine.index.builder import BuildProgress, build_index
 from engine.index.manifest import MANIFEST_NAME
 from engine.ingest.area import BBox
@@ -36,7 +36,7 @@ from engine.ingest.config import IngestConfig
 from engine.ingest.http import BadAnswer, ImageMissing
 from engine.ingest.listing import Listing
 from engine.ingest.panorama import cut_views
-from engine.ingest.platform import Platform
+from engine.ingest.platform import RECORD_ERRORS, Platform
 from engine.ingest.state import IngestState
 from engine.results import ReferenceRecord
 from engine.sources import SourceScan
@@ -65,8 +65,9 @@ class SourceSummary:
     skipped: Counter = field(default_factory=Counter)  # malformed records, by reason
     failed: Counter = field(default_factory=Counter)  # images that could not be had
     error: str | None = None  # why the source stopped early, if it did
-    cells_unfinished: int = 0  # a listing could not be used: the next run asks again
-    cells_cut_off: int = 0  # still full at the smallest cell: images past the limit missing
+    # Cells not done: a listing could not be used, or the platform cut off even the smallest
+    # cell. The next run asks for them again.
+    cells_unfinished: int = 0
     complete: bool = False  # every cell crawled whole (so a later --refresh starts from it)
     seconds: float = 0.0
     index_seconds: float = 0.0  # of which in the builder (downloads go on meanwhile)
@@ -133,7 +134,12 @@ class Crawler:
         started = _now()
         since = self._since(platform.name, request, state)
         run = f"{request.bbox.key}|{since or ''}"
-        cells = platform.order_cells(request.bbox.grid(self.config.cell_km))
+        try:
+            cells = platform.order_cells(request.bbox.grid(self.config.cell_km))
+        except (BadAnswer, *RECORD_ERRORS) as exc:
+            why = str(exc) if isinstance(exc, BadAnswer) else type(exc).__name__
+            raise SourceUnavailable(platform.name, f"its coverage could not be read ({why})"
+                                    ) from None
         summary.cells = len(cells)
         self._progress(platform.name, 0, len(cells), 0)
         with ThreadPoolExecutor(self.config.concurrency,
@@ -151,7 +157,7 @@ class Crawler:
                 self._flush(state, [summary])
                 return
         self._flush(state, [summary])
-        summary.complete = summary.cells_unfinished == 0 and summary.cells_cut_off == 0
+        summary.complete = summary.cells_unfinished == 0
         if summary.complete:
             state.finish_run(platform.name, run, request.bbox.key, started, _now())
 
@@ -169,19 +175,23 @@ class Crawler:
                     request: CrawlRequest, state: IngestState, summary: SourceSummary,
                     pool: ThreadPoolExecutor, depth: int = 0) -> bool:
         """Crawl one cell (its quarters where the platform cut it off); False when part of
-        it could not be listed, so the run is not done with it."""
+        it could not be listed, or was cut off even at the smallest size, so the run is not
+        done with it."""
         try:
             listing = platform.list_cell(cell, since)
         except BadAnswer as exc:
             summary.failed[f"a cell's listing could not be used: {exc}"] += 1
             return False
+        except RECORD_ERRORS as exc:  # an answer shaped so that its parser broke
+            summary.failed["a cell's listing could not be used: an answer that could not be"
+                           f" read ({type(exc).__name__})"] += 1
+            return False
         if not listing.complete and depth < self.config.max_splits:
             quarters = [self._crawl_cell(platform, quarter, since, request, state, summary,
                                          pool, depth + 1) for quarter in cell.quarters()]
             return all(quarters)
-        if not listing.complete:
-            # Kept, but never reported done: images past the platform's limit are missing.
-            summary.cells_cut_off += 1
+        done = listing.complete  # else kept, but never reported done: images are missing
+        if not done:
             summary.failed[f"a cell still full after {depth} splits: images past the"
                            " platform's limit left out"] += 1
         for reason in listing.malformed:
@@ -199,7 +209,7 @@ class Crawler:
             fresh.append(item)
             fresh_ids.add(item.source_id)
         self._download(platform, fresh, state, summary, pool)
-        return True
+        return done
 
     def _download(self, platform: Platform, listings: list[Listing], state: IngestState,
                   summary: SourceSummary, pool: ThreadPoolExecutor) -> None:

@@ -6,8 +6,9 @@ Politeness is the platforms' condition for open access: a request rate per sourc
 timeouts that honour Retry-After up to `retry_after_max_s` (urllib3's Retry), and a user agent
 naming the project. Safety is ours: only http(s) is fetched, every connection's peer address
 must be public (checked on the connected socket, so after DNS and after each redirect), each
-answer has a byte cap and a total deadline, and what a listing names is never trusted to be
-fetchable: a download that cannot be had is that image's failure, not the source's.
+answer has a byte cap and a deadline from when it is asked for, and what a listing names is
+never trusted to be fetchable: a download that cannot be had is that image's failure, not the
+source's.
 """
 
 from __future__ import annotations
