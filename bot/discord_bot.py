@@ -39,6 +39,17 @@ DISCORD_MEDIA_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
 DISCORD_MEDIA_SUFFIX = ".discordapp.net"  # images-ext-N.discordapp.net: the external proxy
 DOWNLOAD_TIMEOUT_S = 30.0
 DOWNLOAD_CHUNK = 1 << 16
+MESSAGE_LIMIT = 2000
+HELP = (
+    "Attach a street-level photo to /locate and I will find where it was taken, by comparing"
+    " it with geotagged reference photos.\n\n"
+    "• /locate with the photo as `image`; know the area? Add it: `area: Amsterdam` or"
+    " `area: 52.37,4.89 5km`. With `private: true` only you see the answer.\n"
+    "• A photo already posted: right-click the message → Apps → Locate photo.\n\n"
+    "I answer with a map, the coordinates, how sure I am, and the evidence."
+    " /privacy says what I keep; /history lists this channel's recent results (in a DM, yours,"
+    " private answers included); /forget deletes them."
+)
 
 
 class MediaRefused(Exception):
@@ -108,6 +119,23 @@ def _declare_commands(tree: app_commands.CommandTree, handlers: DiscordHandlers)
     async def locate_message(interaction: discord.Interaction, message: discord.Message) -> None:
         await handlers.locate_message(interaction, message)
 
+    @tree.command(name="help", description="how to use GeoSleuth")
+    async def show_help(interaction: discord.Interaction) -> None:
+        await _tell(interaction, HELP)
+
+    @tree.command(name="privacy", description="what is stored, and for how long")
+    async def privacy(interaction: discord.Interaction) -> None:
+        await handlers.privacy(interaction)
+
+    @tree.command(name="history", description="recent results in this channel (only you see"
+                                              " this answer)")
+    async def history(interaction: discord.Interaction) -> None:
+        await handlers.history(interaction)
+
+    @tree.command(name="forget", description="delete this channel's history (in a DM: yours)")
+    async def forget(interaction: discord.Interaction) -> None:
+        await handlers.forget(interaction)
+
     admin = app_commands.Group(name="geosleuth", description="GeoSleuth administration")
 
     @admin.command(name="stats", description="usage statistics (bot admins only)")
@@ -154,11 +182,31 @@ class DiscordHandlers:
         text = await self._service.stats_text(_requester(interaction))
         await interaction.response.send_message(text, ephemeral=True)
 
+    async def privacy(self, interaction: discord.Interaction) -> None:
+        await _tell(interaction, self._service.privacy_text())
+
+    async def history(self, interaction: discord.Interaction) -> None:
+        """This channel's recent results (a DM: the user's own), to the asker only."""
+        refusal = self._guild_refusal(interaction)
+        await _tell(interaction, refusal or await self._service.history_text(
+            _requester(interaction)))
+
+    async def forget(self, interaction: discord.Interaction) -> None:
+        """A channel's history is deleted by those who may delete its messages (as a Telegram
+        group's by its admins); a DM's, private answers included, by its user."""
+        if interaction.guild is not None and not interaction.permissions.manage_messages:
+            await _tell(interaction, "Only members who can manage messages in this channel"
+                                     " can delete its history.")
+            return
+        count = await self._service.forget(_requester(interaction))
+        whose = "this channel's" if interaction.guild is not None else "your"
+        await _tell(interaction, f"Deleted {whose} history ({count} requests and their votes).")
+
     # --- the locate flow -----------------------------------------------------------------
 
     async def _locate(self, interaction: discord.Interaction,
                       image: discord.Attachment | str, area: str, private: bool) -> None:
-        who = _requester(interaction)
+        who = _requester(interaction, private=private)
         refusal = self._guild_refusal(interaction)
         if refusal is None and isinstance(image, discord.Attachment) and not _is_image(image):
             refusal = (f"'{image.filename}' is not an image. Attach a JPEG, PNG, WebP or HEIC"
@@ -229,7 +277,8 @@ class DiscordHandlers:
     # --- buttons -------------------------------------------------------------------------
 
     async def button(self, interaction: discord.Interaction, action: str, request_id: int) -> None:
-        who = _requester(interaction)
+        message = interaction.message
+        who = _requester(interaction, private=message is not None and message.flags.ephemeral)
         refusal = self._guild_refusal(interaction)
         if refusal is None:
             admitted = self._service.admit(who, None)  # a press counts like a photo
@@ -324,13 +373,16 @@ class _Progress:
             log.debug("progress edit failed: %s", exc)
 
 
-def _requester(interaction: discord.Interaction) -> Requester:
+def _requester(interaction: discord.Interaction, *, private: bool = False) -> Requester:
+    """Whose history a request joins, as a Telegram chat scopes it: a DM's is the user's own,
+    a channel's that channel's. An answer only its asker sees joins the asker's own history,
+    never the channel's. Access lists and the chat rate limit count the whole server."""
     user = interaction.user
+    own = f"dm:{user.id}"
     if interaction.guild is None:
-        return Requester(PLATFORM, f"dm:{user.id}", "private", str(user.id), user.display_name)
-    # Rate limits and history are per guild ("chat"); channels are checked by the adapter.
-    return Requester(PLATFORM, str(interaction.guild.id), "guild", str(user.id),
-                     user.display_name)
+        return Requester(PLATFORM, own, "private", str(user.id), user.display_name)
+    return Requester(PLATFORM, own if private else str(interaction.channel_id), "guild",
+                     str(user.id), user.display_name, group_id=str(interaction.guild.id))
 
 
 def _is_image(attachment: discord.Attachment) -> bool:
@@ -346,6 +398,12 @@ def _missing_permissions(interaction: discord.Interaction) -> str | None:
     if not permissions.attach_files:
         return "Attach Files"
     return None
+
+
+async def _tell(interaction: discord.Interaction, text: str) -> None:
+    """A command's answer that only the asker sees, links not unfurled."""
+    await interaction.response.send_message(text[:MESSAGE_LIMIT], ephemeral=True,
+                                            suppress_embeds=True)
 
 
 async def _refuse(interaction: discord.Interaction, text: str) -> None:

@@ -51,10 +51,18 @@ class Requester:
     """Who asks, from where: ids are strings whatever the platform uses."""
 
     platform: str
-    chat_id: str
+    chat_id: str  # whose history a request joins: a chat, a Discord channel, a user's own
     chat_type: str  # "private", "group", "supergroup", "guild", ...
     user_id: str
     user_name: str
+    # The community a chat belongs to (a Discord server): access lists and the per-chat rate
+    # limit count it whole. Empty where the chat is the whole group (Telegram).
+    group_id: str = ""
+
+    @property
+    def place(self) -> str:
+        """Where access lists and the per-chat rate limit apply."""
+        return self.group_id or self.chat_id
 
 
 class RefusalReason(StrEnum):
@@ -144,7 +152,7 @@ class BotService:
             return Refusal(RefusalReason.ACCESS,
                            "Sorry, this GeoSleuth bot is private. Ask its admins for access.")
         if (access.allowed_chats and who.chat_type != "private"
-                and who.chat_id not in access.allowed_chats):
+                and who.place not in access.allowed_chats):
             return Refusal(RefusalReason.ACCESS,
                            "This GeoSleuth bot is not enabled for this chat. Ask its admins.")
         return None
@@ -168,7 +176,7 @@ class BotService:
         user_key = f"{who.platform}:{who.user_id}"
         wait = self._per_user.retry_after(user_key)
         if wait == 0:
-            wait = self._per_chat.retry_after(f"{who.platform}:{who.chat_id}")
+            wait = self._per_chat.retry_after(f"{who.platform}:{who.place}")
             if wait:
                 self._per_user.refund(user_key)
         if wait:

@@ -459,3 +459,68 @@ def test_telegram_and_discord_in_one_process_then_sigterm(tmp_path, street_index
     assert "stopped cleanly" in err
     assert not (tmp_path / "bot.sqlite-wal").exists() or (
         tmp_path / "bot.sqlite-wal").stat().st_size == 0
+
+
+async def _ask(fake: FakeDiscord, name: str, guild: int | None, channel: int, member) -> dict:
+    """A command's answer as the asker sees it, once the bot has given it."""
+    interaction = fake.slash_command(name, guild, channel, member)
+    await fake.wait_for(lambda c: c.method == "POST" and f"/interactions/{interaction['id']}/"
+                        in c.path, timeout=30)
+    answer = fake.original_response(interaction)
+    assert answer is not None and answer["flags"] & 64, answer  # ephemeral: the asker's only
+    return answer
+
+
+def test_help_and_privacy_answer_only_the_asker(tmp_path, street_index):
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as fake:
+            return [(await _ask(fake, name, GUILD, CHANNEL, BOB))["content"]
+                    for name in ("help", "privacy")]
+
+    help_text, privacy = _run(scenario)
+    assert all(command in help_text for command in ("/locate", "/history", "/forget",
+                                                    "Locate photo"))
+    assert "SHA-256" in privacy and "/forget" in privacy
+
+
+def test_history_and_forget_are_per_channel_and_a_private_answer_is_its_askers_own(
+        tmp_path, street_index, street_queries):
+    photo = (jpeg_bytes(street_queries[0].rgb), "s.jpg", "image/jpeg")
+    nothing = "No photos have been located in this chat yet."
+
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as fake:
+            fake.add_channel(dm_channel(BOBS_DM, BOB))
+            fake.slash_command("locate", GUILD, CHANNEL, ALICE, attachment=photo)
+            await fake.wait_for(lambda c: c.method == "PATCH" and bool(c.files), timeout=30)
+            private = fake.slash_command("locate", GUILD, CHANNEL, BOB, {"private": True},
+                                         attachment=photo)
+            await fake.wait_for(lambda c: c.method == "PATCH" and bool(c.files), count=2,
+                                timeout=30)
+            answer = fake.original_response(private)
+            alternatives = answer["components"][0]["components"][0]["custom_id"]
+            fake.press_button(alternatives, GUILD, CHANNEL, BOB, answer)
+            await fake.wait_for(lambda c: "alternatives.png" in str(c.file_names), timeout=30)
+            seen = {}
+            for label, guild, channel, member in (
+                    ("channel", GUILD, CHANNEL, BOB), ("other channel", GUILD, OTHER_CHANNEL, BOB),
+                    ("bob's dm", None, BOBS_DM, BOB)):
+                seen[label] = (await _ask(fake, "history", guild, channel, member))["content"]
+            forgets = [(await _ask(fake, "forget", guild, channel, member))["content"]
+                       for guild, channel, member in ((GUILD, CHANNEL, BOB),
+                                                      (GUILD, CHANNEL, ALICE),
+                                                      (None, BOBS_DM, BOB))]
+            after = [(await _ask(fake, "history", guild, channel, BOB))["content"]
+                     for guild, channel in ((GUILD, CHANNEL), (None, BOBS_DM))]
+            return seen, forgets, after
+
+    seen, (bob_in_channel, alice_in_channel, bob_in_dm), after = _run(scenario)
+    channel_lines = seen["channel"].splitlines()
+    assert len(channel_lines) == 2 and " alice: " in channel_lines[1]  # not bob's private one
+    assert seen["other channel"] == nothing
+    dm_lines = seen["bob's dm"].splitlines()
+    assert len(dm_lines) == 2 and " bob: " in dm_lines[1]
+    assert "Only members who can manage messages" in bob_in_channel
+    assert alice_in_channel == "Deleted this channel's history (1 requests and their votes)."
+    assert bob_in_dm == "Deleted your history (1 requests and their votes)."
+    assert after == [nothing, nothing]
