@@ -39,6 +39,7 @@ RETRY_STATUSES = (429, 500, 502, 503, 504)
 CONNECT_RETRIES = 2
 CHUNK_BYTES = 1 << 16
 WEB_SCHEMES = ("http", "https")
+DEFAULT_PORTS = {"http": 80, "https": 443}
 UNREACHABLE_AFTER = 3  # failed connections in a row before an image host is given up on
 _TOKEN_IN_QUERY = re.compile(r"(access_token=)[^&\s'\"]+", re.IGNORECASE)
 
@@ -74,14 +75,24 @@ def is_web_url(url: Any) -> bool:
     """True for an absolute http(s) URL with a host: the only kind the crawler fetches or links."""
     if not isinstance(url, str):
         return False
-    parts = urlsplit(url)
-    return parts.scheme in WEB_SCHEMES and bool(parts.hostname)
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in WEB_SCHEMES and bool(parts.hostname) and (
+            parts.port is None or parts.port > 0)
+    except ValueError:  # an unbalanced [ in the host, a port that is not one
+        return False
 
 
 def same_host(url: str, other: str) -> bool:
     """Whether two URLs name the same scheme, host and port (a paging link stays on its API)."""
-    a, b = urlsplit(url), urlsplit(other)
-    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+    if not (is_web_url(url) and is_web_url(other)):
+        return False
+    return _origin(url) == _origin(other)
+
+
+def _origin(url: str) -> tuple[str, str | None, int]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme]
 
 
 class PoliteClient:
