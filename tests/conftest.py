@@ -32,11 +32,13 @@ def start_serve(index: Path, tokens: str, port: int = 0) -> tuple[subprocess.Pop
     child = subprocess.Popen(
         [*GEOSLEUTH, "serve", "--index", str(index), "--port", str(port)], cwd=ROOT,
         env=os.environ | {"GEOSLEUTH_SERVER_TOKENS": tokens}, stderr=subprocess.PIPE, text=True)
-    line = child.stderr.readline()
-    if "listening on http://127.0.0.1:" not in line:
-        child.kill()
-        raise RuntimeError(f"geosleuth serve did not start: {line.strip()}")
-    return child, line.strip().rsplit(" ", 1)[-1]
+    said = []
+    for line in child.stderr:  # warnings (a missing calibration, say) may come first
+        if "listening on http://127.0.0.1:" in line:
+            return child, line.strip().rsplit(" ", 1)[-1]
+        said.append(line.strip())
+    child.kill()
+    raise RuntimeError(f"geosleuth serve did not start: {' / '.join(said)}")
 
 
 def shared_data(*parts: str) -> Path:
