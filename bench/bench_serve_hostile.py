@@ -1,0 +1,223 @@
+"""`geosleuth serve` beside hostile load: health and locates under evidence pictures, and the
+memory of stalled uploads.
+
+A small index of a generated street is built in a temporary folder and served by
+`geosleuth serve` in a child process (as a service manager runs it). Two measurements:
+
+1. Pictures: `--locates` locates at once, alone and then beside `--pictures` concurrent
+   evidence GETs (kept up while the locates run); /v1/health is asked every 100 ms
+   throughout. Printed: each locate's wall time, the health check's latency (p50, max), and
+   how the evidence requests ended (200 drawn, 503 refused).
+2. Uploads: `--stalled` raw connections each send 3.9 MB of a 4 MB photo and stall. Printed:
+   the server's RSS before, at its peak while they stall, and after they have been answered
+   and closed; how each ended and when.
+
+    python bench/bench_serve_hostile.py [--pictures 16] [--locates 6] [--stalled 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.config import EngineConfig  # noqa: E402
+from engine.index.builder import build_index  # noqa: E402
+from engine.results import ReferenceRecord  # noqa: E402
+from engine.sources import SourceScan  # noqa: E402
+from engine.synthetic import make_street  # noqa: E402
+from tests.conftest import GEOSLEUTH, jpeg_bytes  # noqa: E402
+
+TOKEN = "bench-hostile-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PHOTO_BYTES = 4_000_000
+SENT_BYTES = 3_900_000
+HEALTH_EVERY_S = 0.1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pictures", type=int, default=16)
+    parser.add_argument("--locates", type=int, default=6)
+    parser.add_argument("--stalled", type=int, default=30)
+    parser.add_argument("--upload-timeout-s", type=float,
+                        help="[server] upload_timeout_s (default: the server's own)")
+    parser.add_argument("--answer-wait-s", type=float, default=60.0,
+                        help="how long a stalled upload waits for an answer")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        index, queries = _index(folder)
+        config = folder / "serve.toml"
+        if args.upload_timeout_s is not None:
+            config.write_text(f"[server]\nupload_timeout_s = {args.upload_timeout_s}\n")
+        server, url = _serve(index, config if config.exists() else None)
+        try:
+            asyncio.run(_pictures(url, queries, args.pictures, args.locates))
+            asyncio.run(_stalled_uploads(url, server.pid, args.stalled, args.answer_wait_s))
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+    return 0
+
+
+def _index(folder: Path) -> tuple[Path, list[bytes]]:
+    records, queries = [], []
+    for i, view in enumerate(make_street(40, n_views=18)):
+        if i % 3 == 1:
+            queries.append(jpeg_bytes(view.rgb))
+            continue
+        path = folder / f"v{i:02d}.jpg"
+        path.write_bytes(jpeg_bytes(view.rgb))
+        records.append(ReferenceRecord("synthetic", path.stem, view.lat, view.lon, str(path)))
+    build_index(folder / "index", [SourceScan(tuple(records))], EngineConfig())
+    print(f"index of {len(records)} views; {len(queries)} queries")
+    return folder / "index", queries
+
+
+def _serve(index: Path, config: Path | None) -> tuple[subprocess.Popen, str]:
+    """`geosleuth serve` on a free port, once it says it listens (other lines are passed on)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    child = subprocess.Popen(
+        [*GEOSLEUTH, *(["--config", str(config)] if config else []), "serve", "--index",
+         str(index), "--port", str(port)],
+        cwd=ROOT, env=os.environ | {"GEOSLEUTH_SERVER_TOKENS": TOKEN}, stderr=subprocess.PIPE,
+        text=True)
+    for line in child.stderr:
+        if "listening on http://" in line:
+            return child, line.strip().rsplit(" ", 1)[-1]
+        print(f"  (serve) {line.rstrip()}")
+    raise RuntimeError("geosleuth serve ended before it listened")
+
+
+async def _pictures(url: str, queries: list[bytes], pictures: int, locates: int) -> None:
+    async with aiohttp.ClientSession(url, headers=AUTH,
+                                     connector=aiohttp.TCPConnector(limit=0)) as client:
+        async with client.post("/v1/locate", data=queries[0]) as response:
+            picture = (await response.json())["evidence"]["picture"]
+        await _timed(client.get(picture))  # warm-up
+        alone = await _timed(client.get(picture))
+        print(f"one evidence picture alone: {alone * 1000:.0f} ms")
+        for beside in (0, pictures):
+            health: list[float] = []
+            drawn: Counter[int] = Counter()
+            stop = asyncio.Event()
+            pressure = [asyncio.create_task(_keep_fetching(client, picture, stop, drawn))
+                        for _ in range(beside)]
+            watch = asyncio.create_task(_watch_health(client, stop, health))
+            await asyncio.sleep(0.5 if beside else 0)
+            started = time.perf_counter()
+            walls = await asyncio.gather(*(_timed(client.post("/v1/locate", data=q))
+                                           for q in (queries * locates)[:locates]))
+            took = time.perf_counter() - started
+            stop.set()
+            await asyncio.gather(watch, *pressure)
+            print(f"{locates} locates beside {beside} evidence GETs: all done in {took:.2f} s;"
+                  f" each {', '.join(f'{w:.2f}' for w in sorted(walls))} s")
+            print(f"  /v1/health: {len(health)} checks, p50"
+                  f" {np.percentile(health, 50) * 1000:.1f} ms, max {max(health) * 1000:.1f} ms")
+            if beside:
+                other = sum(drawn.values()) - drawn[200] - drawn[503]
+                print(f"  evidence GETs meanwhile: {drawn[200]} drawn (200),"
+                      f" {drawn[503]} refused (503), {other} other")
+
+
+async def _timed(request) -> float:
+    started = time.perf_counter()
+    async with request as response:
+        await response.read()
+        assert response.status == 200, response.status
+    return time.perf_counter() - started
+
+
+async def _keep_fetching(client: aiohttp.ClientSession, picture: str, stop: asyncio.Event,
+                         drawn: Counter[int]) -> None:
+    while not stop.is_set():
+        async with client.get(picture) as response:
+            await response.read()
+            drawn[response.status] += 1
+            if response.status == 503:
+                await asyncio.sleep(0.05)  # as a client that was told to wait would
+
+
+async def _watch_health(client: aiohttp.ClientSession, stop: asyncio.Event,
+                        latencies: list[float]) -> None:
+    while not stop.is_set():
+        started = time.perf_counter()
+        async with client.get("/v1/health") as response:
+            await response.read()
+        latencies.append(time.perf_counter() - started)
+        await asyncio.sleep(HEALTH_EVERY_S)
+
+
+async def _stalled_uploads(url: str, pid: int, count: int, wait_s: float) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    before = _rss_mb(pid)
+    head = (f"POST /v1/locate HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: image/jpeg\r\nContent-Length: {PHOTO_BYTES}\r\n\r\n").encode()
+    started = time.perf_counter()
+    connections = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(head + b"\xff" * SENT_BYTES)
+        connections.append((reader, writer))
+    await asyncio.gather(*(w.drain() for _, w in connections))
+    peak = max(before, _rss_mb(pid))
+    answers = [asyncio.create_task(_status_line(reader, started, wait_s))
+               for reader, _ in connections]
+    while not all(a.done() for a in answers):
+        peak = max(peak, _rss_mb(pid))
+        await asyncio.sleep(0.1)
+    ended = [a.result() for a in answers]
+    for _, writer in connections:
+        writer.close()
+    await asyncio.sleep(2)
+    print(f"{count} uploads of {SENT_BYTES / 1e6:.1f} of {PHOTO_BYTES / 1e6:.0f} MB, stalled:")
+    for status, times in sorted(_group(ended).items()):
+        print(f"  {len(times):>3} answered {status} after {min(times):.1f}-{max(times):.1f} s")
+    print(f"  server RSS: {before:.0f} MB before, {peak:.0f} MB at most while they stalled,"
+          f" {_rss_mb(pid):.0f} MB 2 s after they were closed")
+
+
+async def _status_line(reader: asyncio.StreamReader, started: float,
+                       wait_s: float) -> tuple[str, float]:
+    try:
+        line = await asyncio.wait_for(reader.readline(), wait_s)
+    except (TimeoutError, ConnectionError):
+        return "no answer", time.perf_counter() - started
+    status = line.decode("latin-1").split(" ", 2)[1] if line else "closed"
+    return status, time.perf_counter() - started
+
+
+def _group(ended: list[tuple[str, float]]) -> dict[str, list[float]]:
+    groups: dict[str, list[float]] = {}
+    for status, seconds in ended:
+        groups.setdefault(status, []).append(seconds)
+    return groups
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
