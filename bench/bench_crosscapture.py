@@ -1,24 +1,28 @@
-"""Cross-capture accuracy and CPU latency of each funnel, side by side in one run.
+"""Which funnel places real photos by strangers: every candidate side by side in one run.
 
-For each funnel (a descriptor + a verifier at its settings), on `../shared/data/sf_xs_west`
-(index the `database/` views up to 2018, query the `queries/` of 2019-2021) and on the Lund
-hold-out (every third frame, Berlin as distractors), it prints:
-  - recall@1 and @5 within 25 m and 100 m, the share of located answers wrong by over 100 m,
-    the expected calibration error (10 bins, "within 50 m"), and locate p50/p95;
-  - with the curve cross-validated (fitted on one half of the queries, applied to the other,
-    and the other way round), so no query scores a curve fitted on itself;
-  - the curve fitted on all of them: the line `engine/calibration.py` ships;
-  - each descriptor's retrieval recall@N (a database view within 25 m among the top
-    1/10/50/100): `vlad` (RootSIFT) and `xfeat-vlad` (XFeat's learned descriptors);
-  - how often a photo the index does not cover is placed anyway ("elsewhere"): every other
-    sf_xs_west query searched only in the half of the database it was not taken in (at least
-    150 m from it, the same city's look-alike streets), and the Lund and Berlin photos against
-    the San Francisco index. Every such answer is wrong. The curves are fitted on these
-    negatives too, so a floor cannot rely on every photo being covered.
+For each funnel (a descriptor + a verifier at its settings) it locates, on a 2-core CPU:
+  - `night`: the 35 real night photos of `../shared/data/sf_night_west/queries` (Flickr, other
+    photographers, other cameras and viewpoints) against its 148 earlier `database/` photos,
+    indexed whole. Positions are pins placed by people: scored within 100 m. The set that
+    decides (it looks most like what users send).
+  - `xs`: cross-year Street View, `sf_xs_west` (every --every-th of the 323 queries of
+    2019-2021 against the 1,441 database views up to 2018), the regression check.
+  - `uncovered`: photos the searched references do not cover, every answer to which is wrong:
+    sf_xs_west queries searched only in the half of its database they were not taken in (at
+    least 150 m away), sf_xs_west queries more than 150 m from every sf_night_west photo
+    against the night index (the same city's look-alike streets), and Lund and Berlin against
+    the night index.
+and prints, per funnel: placed within 25 m and 100 m (the answer, not the alternatives),
+answered, wrong (over 100 m) of answered, uncovered placed, the expected calibration error
+over all three sets together (10 bins, the event "within the stated radius"), and locate
+p50/p95 on the night photos. Counts stand beside percentages: the sets are small.
 
-Indexes are built once per feature backend under --work and reused.
+Each funnel's answer curve is cross-validated: fitted on one half of every set (queries and
+uncovered photos alike) and applied to the other half, and the other way round, so no query
+scores a curve fitted on itself. Then the curve fitted on everything, the line
+`engine/calibration.py` ships. Indexes are built once per feature backend under --work.
 
-    python bench/bench_crosscapture.py [--funnels sift,xfeat-mnn,...] [--every 1] [--top-k 10]
+    python bench/bench_crosscapture.py [--funnels cascade,mnn,...] [--every 3] [--top-k 10]
 """
 
 from __future__ import annotations
@@ -49,129 +53,115 @@ from engine.config import (  # noqa: E402
     XfeatConfig,
 )
 from engine.estimate import InlierCurve  # noqa: E402
-from engine.evaluation import (  # noqa: E402
-    EvalQuery,
-    EvalRow,
-    run_queries,
-    split_every,
-    summarise,
-)
+from engine.evaluation import EvalQuery, EvalRow, run_queries, summarise  # noqa: E402
 from engine.geo import SearchArea, haversine_m, to_local_xy_m  # noqa: E402
 from engine.index.builder import build_index  # noqa: E402
 from engine.locator import Locator  # noqa: E402
-from engine.sources import SourceScan, scan_source  # noqa: E402
+from engine.sources import scan_source  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 XCAP = SHARED / "sf_xs_west"
-RETRIEVAL_AT = (1, 10, 50, 100)
+NIGHT = SHARED / "sf_night_west"
 ELSEWHERE_MARGIN_M = 150.0
 
 
 @dataclass(frozen=True)
 class Funnel:
     name: str
-    features: str  # the index (stored reference features) it needs
+    features: str  # the stored reference features (and so the index) it needs
     config: EngineConfig
 
 
 def funnels(engine: EngineConfig) -> dict[str, Funnel]:
     """Every funnel by name; each names its descriptor and verifier, whatever the defaults."""
-    base = replace(engine, descriptor="vlad", verifier="sift")
-    xfeat = replace(base, verifier="xfeat")
-    lighter = replace(xfeat, xfeat=XfeatConfig(matcher="lighterglue"))
+    base = replace(engine, descriptor="xfeat-vlad", verifier="xfeat")
+
+    def xfeat(**settings: object) -> EngineConfig:
+        return replace(base, xfeat=XfeatConfig(**settings))  # type: ignore[arg-type]
+
+    sift = replace(engine, descriptor="vlad", verifier="sift")
     aliked = replace(base, verifier="lightglue",
                      lightglue=LightglueConfig(features="aliked", max_keypoints=1024,
                                                max_side=512))
-    disk = replace(base, verifier="lightglue",
-                   lightglue=LightglueConfig(features="disk", max_keypoints=1024, max_side=512))
     table = [
-        Funnel("sift", "sift", base),
-        Funnel("xfeat-mnn", "xfeat", xfeat),
-        Funnel("xfeat-mnn-k20", "xfeat", replace(xfeat, search=replace(base.search, top_k=20))),
-        Funnel("xfeat-mnn-1024kp", "xfeat-1024",
-               replace(xfeat, xfeat=XfeatConfig(max_keypoints=1024))),
-        Funnel("xfeat-lighterglue", "xfeat", lighter),
-        Funnel("lightglue-aliked", "aliked", aliked),
-        Funnel("lightglue-disk", "disk", disk),
-        Funnel("xvlad+xfeat-mnn", "xvlad-xfeat", replace(xfeat, descriptor="xfeat-vlad")),
-        Funnel("xvlad+xfeat-lighterglue", "xvlad-xfeat", replace(lighter, descriptor="xfeat-vlad")),
-        Funnel("xvlad+xfeat-mnn-k20", "xvlad-xfeat",
-               replace(xfeat, descriptor="xfeat-vlad", search=replace(base.search, top_k=20))),
+        Funnel("cascade", "xvlad-xfeat", xfeat(matcher="cascade")),
+        Funnel("cascade-d2", "xvlad-xfeat", xfeat(matcher="cascade", cascade_depth=2)),
+        Funnel("cascade-d5", "xvlad-xfeat", xfeat(matcher="cascade", cascade_depth=5)),
+        Funnel("cascade-d10", "xvlad-xfeat", xfeat(matcher="cascade", cascade_depth=10)),
+        Funnel("cascade-512kp", "xvlad-xfeat",
+               xfeat(matcher="cascade", cascade_keypoints=512)),
+        Funnel("cascade-2048kp", "xvlad-xfeat",
+               xfeat(matcher="cascade", cascade_keypoints=2048)),
+        Funnel("mnn", "xvlad-xfeat", xfeat(matcher="mnn")),
+        Funnel("lighterglue", "xvlad-xfeat", xfeat(matcher="lighterglue")),
+        Funnel("vlad+sift", "vlad-sift", sift),
+        Funnel("lightglue-aliked", "xvlad-aliked", aliked),
     ]
     return {f.name: f for f in table}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--funnels", default="sift,xfeat-mnn,xfeat-lighterglue,lightglue-aliked")
-    parser.add_argument("--every", type=int, default=1, help="query every N-th query photo")
+    parser.add_argument("--funnels", default="cascade,mnn")
+    parser.add_argument("--every", type=int, default=3, help="sf_xs_west: every N-th query")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".cache" / "crosscapture")
-    parser.add_argument("--build-only", action="store_true")
     args = parser.parse_args()
-    if not XCAP.is_dir():
-        print(f"needs {XCAP} (the cross-capture photos); not found", file=sys.stderr)
+    missing = [str(d) for d in (XCAP, NIGHT) if not d.is_dir()]
+    if missing:
+        print(f"needs the real photos in {', '.join(missing)}; not found", file=sys.stderr)
         return 2
-    base = EngineConfig(neural=NeuralConfig(device="cpu"),
-                        search=SearchConfig(top_k=args.top_k))
+    base = EngineConfig(neural=NeuralConfig(device="cpu"), search=SearchConfig(top_k=args.top_k))
     table = funnels(base)
+    unknown = [name for name in args.funnels.split(",") if name not in table]
+    if unknown:
+        print(f"unknown funnel {unknown[0]!r}; choose from {', '.join(table)}", file=sys.stderr)
+        return 2
     chosen = [table[name] for name in args.funnels.split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
-    for funnel in chosen:
-        _index(args.work, funnel)
-    if args.build_only:
-        return 0
 
-    queries = _queries(XCAP / "queries", args.every)
-    lund_refs, lund_queries = split_every(scan_source(SHARED / "lund").records, 3)
-    print(f"sf_xs_west: {len(queries)} queries against "
-          f"{len(scan_source(XCAP / 'database').records)} database views; "
-          f"Lund: {len(lund_queries)} held-out frames; top-K {args.top_k}; CPU threads: 2")
-    for descriptor in dict.fromkeys(f.config.descriptor for f in chosen):
-        _print_retrieval(args.work, next(f for f in chosen if f.config.descriptor == descriptor),
-                         queries)
+    night = _queries(NIGHT / "queries", 1)
+    xs = _queries(XCAP / "queries", args.every)
+    xs_elsewhere = _elsewhere_in_xs(xs[1::2])
+    night_uncovered = _uncovered_by_night(_queries(XCAP / "queries", args.every)[::2])
+    print(f"night: {len(night)} photos by strangers against {_count(NIGHT / 'database')};"
+          f" xs: {len(xs)} later Street View against {_count(XCAP / 'database')};"
+          f" uncovered: {len(xs_elsewhere)} xs in the other half, {len(night_uncovered)}"
+          f" against the night index ({len(_lund_and_berlin())} of them Lund and Berlin);"
+          f" top-K {args.top_k}, 2 CPU threads", flush=True)
 
-    elsewhere = _elsewhere_queries(queries[::2])
-    print(f"elsewhere: {len(elsewhere)} photos the index does not cover"
-          f" ({len(elsewhere) - len(_lund_and_berlin())} sf_xs_west queries searched in the other"
-          f" half, {len(_lund_and_berlin())} from Lund and Berlin)")
-    results = {}
+    results: dict[str, dict[str, list[EvalRow]]] = {}
     for funnel in chosen:
         started = time.perf_counter()
-        index_dir = _index(args.work, funnel)
-        xcap_rows = _run(index_dir, funnel.config, queries)
-        elsewhere_rows = _run_elsewhere(index_dir, funnel.config, elsewhere)
-        lund_dir = args.work / f"lund-{funnel.features}"
-        build_index(lund_dir, [SourceScan(lund_refs), scan_source(SHARED / "berlin")],
-                    funnel.config)
-        lund_rows = _run(lund_dir, funnel.config,
-                         [EvalQuery(Path(r.image_path).name, Path(r.image_path), r.lat, r.lon)
-                          for r in lund_queries])
-        results[funnel.name] = (xcap_rows, lund_rows, elsewhere_rows)
+        night_index = _index(args.work, "night", NIGHT, funnel)
+        xs_index = _index(args.work, "xs", XCAP, funnel)
+        results[funnel.name] = {
+            "night": _run(night_index, funnel.config, [(q, None) for q in night]),
+            "xs": _run(xs_index, funnel.config, [(q, None) for q in xs]),
+            "uncovered": (_run(xs_index, funnel.config, xs_elsewhere)
+                          + _run(night_index, funnel.config, night_uncovered)),
+        }
         print(f"  {funnel.name}: ran in {time.perf_counter() - started:.0f} s", flush=True)
 
-    print("\nAs run (each funnel with the curve its locator had: fitted in the index, shipped, or"
-          " sift's for an uncalibrated verifier):")
+    print("\nCross-validated answer curve (each half scored by the curve fitted on the other):")
     _print_header()
     for funnel in chosen:
-        xcap_rows, lund_rows, elsewhere_rows = results[funnel.name]
-        _print_line(funnel.name, xcap_rows, lund_rows, elsewhere_rows, xcap_rows)
-    print("\nCross-validated curve (fitted on the other half of the queries and negatives):")
+        sets = _cross_validated(results[funnel.name], funnel.config)
+        _print_line(funnel.name, sets, results[funnel.name]["night"])
+    print("\nAs run (the curve each locator had: fitted in the index, shipped, or the cautious"
+          " one for an uncalibrated verifier):")
     _print_header()
     for funnel in chosen:
-        xcap_rows, lund_rows, elsewhere_rows = results[funnel.name]
-        cv_rows, cv_elsewhere = _cross_validated(xcap_rows, elsewhere_rows, funnel.config)
-        _print_line(funnel.name, cv_rows, lund_rows, cv_elsewhere, xcap_rows)
-    print("\nCurve fitted on every query and negative (what engine/calibration.py ships):")
+        _print_line(funnel.name, results[funnel.name], results[funnel.name]["night"])
+    print("\nCurve fitted on every query and uncovered photo (what engine/calibration.py ships):")
     for funnel in chosen:
-        xcap_rows, _, elsewhere_rows = results[funnel.name]
-        fitted = fit_curve(_labelled(xcap_rows + elsewhere_rows), funnel.config.estimate)
-        key = Locator.open(replace(funnel.config,
-                                   index_path=_index(args.work, funnel))).verifier.calibration_key
+        rows = [row for rows in results[funnel.name].values() for row in rows]
+        fitted = fit_curve(_labelled(rows), funnel.config.estimate)
+        key = _calibration_key(args.work, funnel)
         c = fitted.curve
         print(f"    {key!r}: InlierCurve(min_inliers={c.min_inliers}, midpoint={c.midpoint},"
               f" scale={c.scale}),  # located {fitted.located_share:.0%},"
-              f" wrong {fitted.wrong_share:.1%}, {fitted.queries} queries and negatives")
+              f" wrong {fitted.wrong_share:.1%}, {fitted.queries} photos")
     return 0
 
 
@@ -181,18 +171,17 @@ def _queries(folder: Path, every: int) -> list[EvalQuery]:
             for r in records[::every]]
 
 
+def _count(folder: Path) -> int:
+    return len(scan_source(folder).records)
+
+
 def _lund_and_berlin() -> list[EvalQuery]:
-    records = scan_source(SHARED / "lund").records + scan_source(SHARED / "berlin").records
-    return [EvalQuery(Path(r.image_path).name, Path(r.image_path), r.lat, r.lon)
-            for r in records]
+    return _queries(SHARED / "lund", 1) + _queries(SHARED / "berlin", 1)
 
 
-def _elsewhere_queries(queries: list[EvalQuery]) -> list[tuple[EvalQuery, SearchArea | None]]:
-    """Photos whose place the searched references do not cover, each with its search area.
-
-    An sf_xs_west query is searched in the half of the database across the median of the
-    longer axis from it, if it lies at least ELSEWHERE_MARGIN_M from that half.
-    """
+def _elsewhere_in_xs(queries: list[EvalQuery]) -> list[tuple[EvalQuery, SearchArea | None]]:
+    """sf_xs_west queries, each searched in the half of the database across the median of the
+    longer axis from it, if it lies at least ELSEWHERE_MARGIN_M from that half."""
     database = scan_source(XCAP / "database").records
     lats = np.array([r.lat for r in database])
     lons = np.array([r.lon for r in database])
@@ -216,11 +205,29 @@ def _elsewhere_queries(queries: list[EvalQuery]) -> list[tuple[EvalQuery, Search
             area = (SearchArea.from_bbox(west, centre[0], east, north) if low_side
                     else SearchArea.from_bbox(west, south, east, centre[0]))
         out.append((query, area))
-    return out + [(query, None) for query in _lund_and_berlin()]
+    return out
 
 
-def _run_elsewhere(index_dir: Path, config: EngineConfig,
-                   queries: list[tuple[EvalQuery, SearchArea | None]]) -> list[EvalRow]:
+def _uncovered_by_night(xs_queries: list[EvalQuery]) -> list[tuple[EvalQuery, None]]:
+    """Street View photos far from every night database photo, then Lund and Berlin."""
+    database = scan_source(NIGHT / "database").records
+    far = [q for q in xs_queries
+           if min(haversine_m(q.lat, q.lon, r.lat, r.lon) for r in database)
+           > ELSEWHERE_MARGIN_M]
+    return [(q, None) for q in far + _lund_and_berlin()]
+
+
+def _index(work: Path, name: str, photos: Path, funnel: Funnel) -> Path:
+    directory = work / f"{name}-{funnel.features}"
+    report = build_index(directory, [scan_source(photos / "database")], funnel.config)
+    if report.indexed_now:
+        print(f"  built {directory.name}: {report.indexed_now} photos in {report.seconds:.0f} s",
+              flush=True)
+    return directory
+
+
+def _run(index_dir: Path, config: EngineConfig,
+         queries: list[tuple[EvalQuery, SearchArea | None]]) -> list[EvalRow]:
     locator = Locator.open(replace(config, index_path=index_dir))
     try:
         return [row for query, area in queries
@@ -230,19 +237,10 @@ def _run_elsewhere(index_dir: Path, config: EngineConfig,
         locator.close()
 
 
-def _index(work: Path, funnel: Funnel) -> Path:
-    directory = work / f"sf-{funnel.features}"
-    report = build_index(directory, [scan_source(XCAP / "database")], funnel.config)
-    if report.indexed_now:
-        print(f"  built {directory.name}: {report.indexed_now} views in {report.seconds:.0f} s",
-              flush=True)
-    return directory
-
-
-def _run(index_dir: Path, config: EngineConfig, queries: list[EvalQuery]) -> list[EvalRow]:
-    locator = Locator.open(replace(config, index_path=index_dir))
+def _calibration_key(work: Path, funnel: Funnel) -> str:
+    locator = Locator.open(replace(funnel.config, index_path=work / f"night-{funnel.features}"))
     try:
-        return run_queries(lambda data, area: locator.locate(data, area=area), queries)
+        return locator.verifier.calibration_key
     finally:
         locator.close()
 
@@ -252,15 +250,15 @@ def _labelled(rows: list[EvalRow]) -> list[LabelledAnswer]:
             for r in rows if r.result is not None]
 
 
-def _cross_validated(rows: list[EvalRow], negatives: list[EvalRow], config: EngineConfig
-                     ) -> tuple[list[EvalRow], list[EvalRow]]:
-    """Each half (of queries and of negatives) re-estimated with the other half's curve."""
-    out: tuple[list[EvalRow], list[EvalRow]] = ([], [])
+def _cross_validated(sets: dict[str, list[EvalRow]], config: EngineConfig
+                     ) -> dict[str, list[EvalRow]]:
+    """Each half of every set re-estimated with the curve fitted on the other halves."""
+    out: dict[str, list[EvalRow]] = {name: [] for name in sets}
     for mine, other in ((0, 1), (1, 0)):
-        curve = fit_curve(_labelled(rows[other::2] + negatives[other::2]),
-                          config.estimate).curve
-        out[0].extend(_with_curve(r, config, curve) for r in rows[mine::2])
-        out[1].extend(_with_curve(r, config, curve) for r in negatives[mine::2])
+        training = [row for rows in sets.values() for row in rows[other::2]]
+        curve = fit_curve(_labelled(training), config.estimate).curve
+        for name, rows in sets.items():
+            out[name].extend(_with_curve(r, config, curve) for r in rows[mine::2])
     return out
 
 
@@ -270,46 +268,36 @@ def _with_curve(row: EvalRow, config: EngineConfig, curve: InlierCurve) -> EvalR
     return replace(row, result=reestimate(row.result, config.estimate, curve))
 
 
-def _print_retrieval(work: Path, funnel: Funnel, queries: list[EvalQuery]) -> None:
-    """Is a database view within 25 m among the descriptor's top N? (before any verification)"""
-    locator = Locator.open(replace(funnel.config, index_path=_index(work, funnel)))
-    try:
-        hits = {n: 0 for n in RETRIEVAL_AT}
-        for query in queries:
-            prepared = locator.prepare(query.path.read_bytes())
-            vector = locator.describe([prepared])[0]
-            found = locator.index.search(vector[0], max(RETRIEVAL_AT), ef=200)
-            entries = locator.index.entries([i for i, _ in found])
-            near = [haversine_m(query.lat, query.lon, entries[i].lat, entries[i].lon) <= 25.0
-                    for i, _ in found]
-            first = near.index(True) if any(near) else None
-            for n in RETRIEVAL_AT:
-                hits[n] += first is not None and first < n
-    finally:
-        locator.close()
-    shown = ", ".join(f"@{n} {hits[n] / len(queries):.1%}" for n in RETRIEVAL_AT)
-    print(f"{funnel.config.descriptor} retrieval recall (a view within 25 m among the top N):"
-          f" {shown}")
-
-
 def _print_header() -> None:
-    print(f"  {'funnel':<20} {'sf R@1 25m':>10} {'R@5 25m':>8} {'R@1 100m':>9} {'R@5 100m':>9}"
-          f" {'located':>8} {'wrong':>6} {'ECE':>6} | {'elsewhere':>9}"
-          f" | {'Lund R@1 25m':>12} {'wrong':>6} | {'p50 ms':>7} {'p95 ms':>7}")
+    print(f"  {'funnel':<16} | {'night 100 m':>12} {'25 m':>9} {'answered':>9} {'wrong':>8}"
+          f" | {'xs 25 m':>10} {'answered':>9} {'wrong':>8} | {'uncovered placed':>16}"
+          f" | {'ECE':>5} | {'p50 ms':>6} {'p95 ms':>6}")
 
 
-def _print_line(name: str, xcap_rows: list[EvalRow], lund_rows: list[EvalRow],
-                elsewhere_rows: list[EvalRow], raw_rows: list[EvalRow]) -> None:
-    """One funnel's figures; `elsewhere` is the share of uncovered photos placed anyway."""
-    xcap, lund = summarise(xcap_rows), summarise(lund_rows)
-    placed = sum(1 for r in elsewhere_rows if r.result is not None and r.result.located)
-    totals = [r.result.timings_ms["total"] for r in raw_rows if r.result is not None]
-    print(f"  {name:<20} {xcap['recall@1_25m']:>10.1%} {xcap['recall@5_25m']:>8.1%}"
-          f" {xcap['recall@1_100m']:>9.1%} {xcap['recall@5_100m']:>9.1%}"
-          f" {xcap['answered_share']:>8.1%} {xcap['wrong_share']:>6.1%} {xcap['ece']:>6.3f}"
-          f" | {placed / max(1, len(elsewhere_rows)):>9.1%}"
-          f" | {lund['recall@1_25m']:>12.1%} {lund['wrong_share']:>6.1%}"
-          f" | {statistics.median(totals):>7.0f} {float(np.percentile(totals, 95)):>7.0f}")
+def _print_line(name: str, sets: dict[str, list[EvalRow]], timed: list[EvalRow]) -> None:
+    """One funnel's figures, counts beside shares."""
+    night, xs = summarise(sets["night"]), summarise(sets["xs"])
+    uncovered = sets["uncovered"]
+    placed = sum(1 for r in uncovered if r.result is not None and r.result.located)
+    every = summarise([row for rows in sets.values() for row in rows])
+    totals = [r.result.timings_ms["total"] for r in timed if r.result is not None]
+    print(f"  {name:<16} | {_share(night, 'recall@1_100m'):>12} {_share(night, 'recall@1_25m'):>9}"
+          f" {_count_of(night['answered'], night['queries']):>9}"
+          f" {_count_of(night['wrong'], night['answered']):>8}"
+          f" | {_share(xs, 'recall@1_25m'):>10}"
+          f" {_count_of(xs['answered'], xs['queries']):>9}"
+          f" {_count_of(xs['wrong'], xs['answered']):>8}"
+          f" | {_count_of(placed, len(uncovered)):>16}"
+          f" | {every['ece']:>5.3f}"
+          f" | {statistics.median(totals):>6.0f} {float(np.percentile(totals, 95)):>6.0f}")
+
+
+def _share(summary: dict, key: str) -> str:
+    return _count_of(round(summary[key] * summary["queries"]), summary["queries"])
+
+
+def _count_of(part: int, whole: int) -> str:
+    return f"{part}/{whole} {part / whole:.0%}" if whole else "0/0"
 
 
 if __name__ == "__main__":

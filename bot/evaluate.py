@@ -91,11 +91,11 @@ def _fit(rows: list[EvalRow], config: EngineConfig, key: str) -> dict:
 
 
 def _print_calibration(table: list[dict]) -> None:
-    print("  bin       count  mean conf  share within 50 m")
+    print("  bin       count  mean conf  share within the stated radius")
     for row in table:
         if row["count"]:
             print(f"  {row['bin']:<9} {row['count']:5d}  {row['mean_confidence']:9.2f}"
-                  f"  {row['share_within_50m']:17.2f}")
+                  f"  {row['share_within_radius']:30.2f}")
 
 
 def _print_row(row: EvalRow) -> None:
@@ -123,7 +123,7 @@ def _print_summary(summary: dict) -> None:
     print(f"  median error       {'n/a' if median is None else f'{median:.1f} m'}")
     print(f"  located but wrong  {summary['wrong']} ({summary['wrong_share']:.1%} of located,"
           f" off by over 100 m)")
-    print(f"\nconfidence calibration (top place within 50 m; curve: "
+    print(f"\nconfidence calibration (top place within its stated radius; curve: "
           f"{summary['calibration_curve']}), ECE {summary['ece']:.3f}:")
     _print_calibration(summary["calibration"])
     fitted = summary.get("fitted")

@@ -3,7 +3,7 @@
 Each verifier leaves its own number of chance inliers between unrelated photos, so each has
 its own curve. `fit_curve` chooses the logistic midpoint and scale that make the final
 confidence (after places compete, exactly as `estimate` computes it) a probability that the
-answer lies within `agreement_radius_m`, by maximum likelihood on labelled queries; then the
+answer lies within the radius it states, by maximum likelihood on labelled queries; then the
 `no_match` floor as the fewest inliers at which the located answers are wrong (over 100 m) no
 more often than `max_wrong_share`. `geosleuth eval --fit-calibration` writes the result into
 the index (`calibration.json`); the curves shipped below come from such fits.
@@ -22,6 +22,7 @@ from pathlib import Path
 from engine.config import EstimateConfig
 from engine.errors import IndexCorrupt
 from engine.estimate import Candidate, InlierCurve, Verified, estimate
+from engine.evaluation import UNSTATED_RADIUS_M
 from engine.geo import haversine_m
 from engine.results import CatalogEntry, LocateResult, Match, Status
 
@@ -40,6 +41,7 @@ MAX_WRONG_SHARE = 0.05
 SHIPPED: dict[str, InlierCurve] = {
     "sift": InlierCurve(min_inliers=9, midpoint=6.0, scale=2.0),
     "xfeat-mnn": InlierCurve(min_inliers=0, midpoint=71.0, scale=9.6),
+    "xfeat-cascade": InlierCurve(min_inliers=0, midpoint=61.0, scale=9.6),
 }
 # A verifier without a fitted curve (lightglue until fitted): the most cautious shipped one,
 # under which the 14-15 chance inliers DISK + LightGlue keeps between unrelated photos place
@@ -73,7 +75,7 @@ def verified_from_matches(matches: Sequence[Match]) -> tuple[Verified, ...]:
         Verified(
             Candidate(CatalogEntry(m.ref_id, m.source, m.source_id, m.lat, m.lon, ""),
                       m.similarity, m.place if m.place is not None else i),
-            m.inliers, m.inlier_ratio or 0.0,
+            m.inliers, m.inlier_ratio or 0.0, m.decisive,
         )
         for i, m in enumerate(matches)
         if m.inliers is not None
@@ -154,8 +156,9 @@ def fit_curve(
 
 
 def _outcome(answer: LabelledAnswer, config: EstimateConfig, curve: InlierCurve
-             ) -> tuple[float, float | None, bool]:
-    """(confidence, error of the top place in m or None, located) as the locator would say.
+             ) -> tuple[float, bool, float | None, bool]:
+    """(confidence, within the stated radius, error of the top place in m or None, located)
+    as the locator would say.
 
     The top place is the answer, else the strongest lead, else the best verified reference
     even when too weak to be shown: the event must not depend on the confidence itself.
@@ -163,25 +166,27 @@ def _outcome(answer: LabelledAnswer, config: EstimateConfig, curve: InlierCurve
     result = estimate(answer.verified, config, curve)
     located = result.status is Status.LOCATED
     if located:
-        place = (result.lat, result.lon)
+        place = (result.lat, result.lon, result.radius_m)
     elif result.alternatives:
-        place = (result.alternatives[0].lat, result.alternatives[0].lon)
+        lead = result.alternatives[0]
+        place = (lead.lat, lead.lon, lead.radius_m)
     elif result.best is not None:
-        place = (result.best.candidate.entry.lat, result.best.candidate.entry.lon)
+        entry = result.best.candidate.entry
+        place = (entry.lat, entry.lon, UNSTATED_RADIUS_M)
     else:
-        return result.confidence, None, False
-    return result.confidence, haversine_m(answer.lat, answer.lon, *place), located
+        return result.confidence, False, None, False
+    error = haversine_m(answer.lat, answer.lon, place[0], place[1])
+    return result.confidence, error <= place[2], error, located
 
 
 def _log_loss(answers: Sequence[LabelledAnswer], config: EstimateConfig,
               midpoint: float, scale: float) -> float:
-    """Mean negative log-likelihood of "the top place is within the agreement radius"."""
+    """Mean negative log-likelihood of "the top place is within the radius it states"."""
     curve = InlierCurve(min_inliers=0, midpoint=midpoint, scale=scale)
     total = 0.0
     for answer in answers:
-        confidence, error, _ = _outcome(answer, config, curve)
+        confidence, near, _, _ = _outcome(answer, config, curve)
         p = min(max(confidence, 1e-4), 1 - 1e-4)
-        near = error is not None and error <= config.agreement_radius_m
         total -= math.log(p if near else 1 - p)
     return total / len(answers)
 
@@ -202,7 +207,7 @@ def _located_and_wrong(answers: Sequence[LabelledAnswer], config: EstimateConfig
                        curve: InlierCurve) -> tuple[int, int]:
     located = wrong = 0
     for answer in answers:
-        _, error, is_located = _outcome(answer, config, curve)
+        _, _, error, is_located = _outcome(answer, config, curve)
         if is_located:
             located += 1
             wrong += error is not None and error > WRONG_M

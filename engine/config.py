@@ -100,7 +100,9 @@ class LightglueConfig:
 class XfeatConfig:
     """XFeat keypoints and descriptors, matched by mutual nearest neighbour or LighterGlue."""
 
-    matcher: str = "mnn"  # mnn (mutual nearest neighbour) or lighterglue
+    # mnn (mutual nearest neighbour), lighterglue, or cascade: mnn ranks every candidate, then
+    # LighterGlue decides among the best `cascade_depth` of them (bench/bench_crosscapture.py).
+    matcher: str = "cascade"
     extractor_weights: Path | None = None  # None: the published `xfeat`, as for [lightglue]
     matcher_weights: Path | None = None  # None: the published `lighterglue-xfeat`
     max_keypoints: int = 2048
@@ -110,6 +112,12 @@ class XfeatConfig:
     filter_threshold: float = 0.1  # lighterglue: match score floor
     depth_confidence: float = 0.95  # lighterglue's adaptive depth; -1 turns it off
     width_confidence: float = 0.95  # lighterglue's point pruning; -1 turns it off
+    # cascade: how many candidates LighterGlue checks again, the best by mnn inliers. None: every
+    # candidate on a GPU (milliseconds each there), CPU_CASCADE_DEPTH on a CPU.
+    cascade_depth: int | None = None
+    # cascade: LighterGlue matches the strongest this many keypoints of each side (its attention
+    # costs grow with the square: 1,024 take a quarter of 2,048's time on a CPU).
+    cascade_keypoints: int = 1024
     ransac_px: float = 1.0
     ransac_confidence: float = 0.999
     ransac_max_iters: int = 10_000
@@ -150,7 +158,12 @@ class EstimateConfig:
     min_inliers: int | None = None
     inliers_midpoint: float | None = None
     inliers_scale: float | None = None
-    base_radius_m: float = 25.0
+    # The radius of an answer from one place (the spread of agreeing references widens it).
+    # A photo by a stranger is taken across the street or down it from the reference, and pins
+    # are placed by hand: 50 m keeps the confidence calibrated for "within the stated radius"
+    # on sf_night_west and sf_xs_west together (bench/bench_crosscapture.py; 25 m: ECE 0.04-0.05
+    # and fewer real photos answered).
+    base_radius_m: float = 50.0
     # Verified places closer than this are one answer seen from neighbouring spots, not rivals;
     # it is also the distance the confidence is calibrated for (the answer within 50 m).
     agreement_radius_m: float = 50.0

@@ -25,6 +25,9 @@ class Verified:
     candidate: Candidate
     inliers: int
     inlier_ratio: float
+    # Counted by the deciding matcher. A cascade's first pass only ranks candidates for it: its
+    # counts are on another scale and shown as evidence, never weighed by the answer model.
+    decisive: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,12 @@ def pick_for_verification(
     return picked + waiting[: k - len(picked)]
 
 
+def settled_inliers(curve: InlierCurve, probability: float = 0.99) -> int:
+    """The inlier count at which the curve alone is this sure: a cascade stops deciding there."""
+    return max(curve.min_inliers,
+               math.ceil(curve.midpoint + curve.scale * math.log(probability / (1 - probability))))
+
+
 def _probability_same_place(evidence: float, curve: InlierCurve) -> float:
     z = (evidence - curve.midpoint) / curve.scale
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
@@ -122,6 +131,7 @@ def estimate(
     `agreement_radius_m` are one answer, not rivals: the confidence that the answer is right
     (within that radius) is the sum of their posteriors.
     """
+    verified = [v for v in verified if v.decisive]
     if not verified:
         return Estimate(Status.NO_MATCH, None, None, 0.0, None, (), None)
     places = []

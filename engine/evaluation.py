@@ -21,7 +21,9 @@ T = TypeVar("T")
 
 RECALL_RADII_M = (25.0, 100.0)
 WRONG_M = 100.0  # a located answer this far off is wrong, not imprecise
-CALIBRATION_RADIUS_M = 50.0
+# The calibration event is "the top place is within its stated radius"; a best reference too
+# weak to be even a lead states none and is scored within this.
+UNSTATED_RADIUS_M = 50.0
 CALIBRATION_BINS = 10
 
 
@@ -55,18 +57,19 @@ class EvalRow:
         r = self.result
         return [(r.lat, r.lon)] + [(a.lat, a.lon) for a in r.alternatives]  # type: ignore[list-item]
 
-    def top_place(self) -> tuple[float, float] | None:
-        """The place the reported confidence is about: the answer, the strongest lead, or the
-        best verified reference when even that is too weak to show (the calibration event must
-        not depend on the confidence itself)."""
+    def top_place(self) -> tuple[float, float, float] | None:
+        """(lat, lon, stated radius) of the place the reported confidence is about: the answer,
+        the strongest lead, or the best verified reference when even that is too weak to show
+        (the calibration event must not depend on the confidence itself)."""
         if self.result is None:
             return None
-        if self.result.located:
-            return self.result.lat, self.result.lon  # type: ignore[return-value]
-        if self.result.alternatives:
-            return self.result.alternatives[0].lat, self.result.alternatives[0].lon
-        best = self.result.best_match
-        return (best.lat, best.lon) if best is not None else None
+        r = self.result
+        if r.located:
+            return r.lat, r.lon, r.radius_m  # type: ignore[return-value]
+        if r.alternatives:
+            return r.alternatives[0].lat, r.alternatives[0].lon, r.alternatives[0].radius_m
+        best = r.best_match
+        return (best.lat, best.lon, UNSTATED_RADIUS_M) if best is not None else None
 
     def error_m(self) -> float | None:
         places = self.places()
@@ -139,18 +142,19 @@ def expected_calibration_error(table: Sequence[dict]) -> float:
     total = sum(row["count"] for row in table)
     if not total:
         return 0.0
-    return sum(row["count"] * abs(row["mean_confidence"] - row["share_within_50m"])
+    return sum(row["count"] * abs(row["mean_confidence"] - row["share_within_radius"])
                for row in table if row["count"]) / total
 
 
 def calibration_table(rows: Sequence[EvalRow]) -> list[dict]:
-    """10 confidence bins: mean confidence vs the share whose top place is within 50 m."""
+    """10 confidence bins: mean confidence vs the share whose top place is within the radius
+    it states."""
     bins: list[list[tuple[float, bool]]] = [[] for _ in range(CALIBRATION_BINS)]
     for row in rows:
         if row.result is None:
             continue
         place = row.top_place()
-        near = place is not None and haversine_m(row.lat, row.lon, *place) <= CALIBRATION_RADIUS_M
+        near = place is not None and haversine_m(row.lat, row.lon, *place[:2]) <= place[2]
         index = min(int(row.result.confidence * CALIBRATION_BINS), CALIBRATION_BINS - 1)
         bins[index].append((row.result.confidence, near))
     table = []
@@ -159,7 +163,7 @@ def calibration_table(rows: Sequence[EvalRow]) -> list[dict]:
             "bin": f"{i / CALIBRATION_BINS:.1f}-{(i + 1) / CALIBRATION_BINS:.1f}",
             "count": len(members),
             "mean_confidence": float(np.mean([c for c, _ in members])) if members else None,
-            "share_within_50m": float(np.mean([h for _, h in members])) if members else None,
+            "share_within_radius": float(np.mean([h for _, h in members])) if members else None,
         })
     return table
 

@@ -24,6 +24,7 @@ from engine.estimate import (
     cluster_candidates,
     estimate,
     pick_for_verification,
+    settled_inliers,
 )
 from engine.geo import SearchArea
 from engine.index.feature_store import FeatureStore
@@ -89,6 +90,7 @@ class Locator:
         self.verifier = create_verifier(config.verifier, config)
         self.curve, self.curve_source = curve_for(self.verifier.calibration_key,
                                                   index.directory, config.estimate)
+        self._settled_inliers = settled_inliers(self.curve)
         self._features: FeatureStore | None = None
         if (manifest.features_verifier == self.verifier.name
                 and manifest.features_fingerprint == self.verifier.fingerprint()):
@@ -208,7 +210,8 @@ class Locator:
             confidence=answer.confidence,
             radius_m=answer.radius_m,
             alternatives=answer.alternatives,
-            matches=tuple(_match(v) for v in sorted(verified, key=lambda v: -v.inliers)),
+            matches=tuple(_match(v) for v in sorted(verified,
+                                                     key=lambda v: (-v.decisive, -v.inliers))),
             exif_gps=query.exif_gps,
             timings_ms=dict(timings),
             descriptor=self.descriptor.name,
@@ -226,28 +229,65 @@ class Locator:
         notify: ProgressCallback,
         cancel: threading.Event | None,
     ) -> tuple[list[Verified], dict[int, Verification]]:
+        """Every candidate through `verify`; then, for a cascade, the best few by its inliers
+        through `decide`, whose counts alone the answer model weighs."""
         if not chosen:
             return [], {}
         query_features = self.verifier.extract(query.picture)
-        notify(Progress(Stage.VERIFYING, step=0, total=len(chosen)))
-        futures = {
-            self._pool.submit(self._verify_one, query_features, c, cancel): c for c in chosen
-        }
-        verified: list[Verified] = []
-        evidence: dict[int, Verification] = {}
-        for step, future in enumerate(as_completed(futures), 1):
-            candidate = futures[future]
-            result = future.result()
-            verified.append(Verified(candidate, result.inliers, result.inlier_ratio))
+        depth = self.verifier.decide_depth(len(chosen))
+        total = len(chosen) + depth
+        notify(Progress(Stage.VERIFYING, step=0, total=total))
+        first = self._verify_all(self.verifier.verify, query_features, chosen,
+                                 lambda step: notify(Progress(Stage.VERIFYING, step=step,
+                                                              total=total)), cancel)
+        verified = {c.entry.ref_id: Verified(c, v.inliers, v.inlier_ratio, decisive=depth == 0)
+                    for c, v in first}
+        evidence = {c.entry.ref_id: v for c, v in first}
+        ranked = sorted(first, key=lambda cv: (-cv[1].inliers, -cv[0].similarity))
+        for step, (candidate, _) in enumerate(ranked[:depth], len(chosen) + 1):
+            # One at a time, strongest first: the matcher holds the model (or the GPU) anyway,
+            # and once a place is settled the weaker candidates cannot unsettle it.
+            result = self._pool.submit(self._verify_one, self.verifier.decide, query_features,
+                                       candidate, cancel).result()
+            verified[candidate.entry.ref_id] = Verified(candidate, result.inliers,
+                                                        result.inlier_ratio)
             evidence[candidate.entry.ref_id] = result
-            notify(Progress(Stage.VERIFYING, step=step, total=len(chosen)))
+            settled = result.inliers >= self._settled_inliers
+            # A settled place skips the rest: progress is complete.
+            notify(Progress(Stage.VERIFYING, step=total if settled else step, total=total))
+            if settled:
+                break
         _check(cancel)
-        return verified, evidence
+        return list(verified.values()), evidence
+
+    def _verify_all(
+        self,
+        check: Callable[[LocalFeatures, LocalFeatures], Verification],
+        query_features: LocalFeatures,
+        candidates: Sequence[Candidate],
+        on_step: Callable[[int], None],
+        cancel: threading.Event | None,
+    ) -> list[tuple[Candidate, Verification]]:
+        """`check` on each candidate in the pool, in the order they finish."""
+        futures = {self._pool.submit(self._verify_one, check, query_features, c, cancel): c
+                   for c in candidates}
+        out = []
+        for step, future in enumerate(as_completed(futures), 1):
+            out.append((futures[future], future.result()))
+            on_step(step)
+        return out
 
     def _verify_one(
-        self, query_features: LocalFeatures, candidate: Candidate, cancel: threading.Event | None
+        self,
+        check: Callable[[LocalFeatures, LocalFeatures], Verification],
+        query_features: LocalFeatures,
+        candidate: Candidate,
+        cancel: threading.Event | None,
     ) -> Verification:
         _check(cancel)
+        return check(query_features, self._reference_features(candidate))
+
+    def _reference_features(self, candidate: Candidate) -> LocalFeatures:
         ref_id = candidate.entry.ref_id
         features = self._cache.get(ref_id)
         if features is None and self._features is not None:
@@ -255,7 +295,7 @@ class Locator:
         if features is None:
             features = self.verifier.extract(self.index.load_picture(candidate.entry))
         self._cache.put(ref_id, features)
-        return self.verifier.verify(query_features, features)
+        return features
 
 
 def _ignore(_: Progress) -> None:
@@ -276,7 +316,8 @@ def _match(v: Verified) -> Match:
     return Match(ref_id=e.ref_id, source=e.source, source_id=e.source_id, lat=e.lat, lon=e.lon,
                  similarity=v.candidate.similarity, inliers=v.inliers,
                  inlier_ratio=v.inlier_ratio, attribution=e.attribution, licence=e.licence,
-                 creator=e.creator, link=e.link, place=v.candidate.cluster)
+                 creator=e.creator, link=e.link, place=v.candidate.cluster,
+                 decisive=v.decisive)
 
 
 def _correspondences(

@@ -65,6 +65,8 @@ class Match:
     creator: str | None = None
     link: str | None = None
     place: int | None = None  # the candidate cluster (place) the search stage put it in
+    # False: counted by a cascade's first, ranking matcher (another scale), not the deciding one.
+    decisive: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +116,7 @@ class LocateResult:
     @property
     def best_match(self) -> Match | None:
         verified = [m for m in self.matches if m.inliers is not None]
-        return max(verified, key=lambda m: m.inliers or 0, default=None)
+        return max(verified, key=lambda m: (m.decisive, m.inliers or 0), default=None)
 
     def to_json(self, *, evidence: bool = False) -> dict[str, Any]:
         """The documented `--json` shape (stable for scripts). With `evidence`, also the best
@@ -151,6 +153,7 @@ class LocateResult:
                     "creator": m.creator,
                     "link": m.link,
                     "place": m.place,
+                    "decisive": m.decisive,
                 }
                 for m in self.matches
             ],

@@ -95,7 +95,7 @@ def test_a_fitted_curve_in_the_index_is_what_the_locator_uses(street_index, tmp_
     queries = street_index.index_path.parent / "refs.csv"
     assert main(["eval", str(queries), "--index", str(index), "--fit-calibration"]) == 0
     out = capsys.readouterr().out
-    key = "xfeat-mnn"  # the default verifier's curve
+    key = "xfeat-cascade"  # the default verifier's curve
     assert f"fitted for '{key}'" in out and str(index / CALIBRATION_FILE) in out
     stored = json.loads((index / CALIBRATION_FILE).read_text())
     assert set(stored) == {key} and stored[key]["queries"] == 10

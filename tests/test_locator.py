@@ -40,8 +40,10 @@ def test_result_json_has_the_documented_shape(street_locator, street_queries):
             "exif_gps", "timings_ms"} <= data.keys()
     assert data["status"] == "located"
     match = data["matches"][0]
-    assert {"ref_id", "source", "source_id", "lat", "lon", "similarity", "inliers"} <= match.keys()
-    assert match["inliers"] == max(m["inliers"] for m in data["matches"])
+    assert {"ref_id", "source", "source_id", "lat", "lon", "similarity", "inliers",
+            "decisive"} <= match.keys()
+    assert match["decisive"]
+    assert match["inliers"] == max(m["inliers"] for m in data["matches"] if m["decisive"])
     stages = {"decode", "describe", "search", "verify", "estimate", "total"}
     assert stages <= data["timings_ms"].keys()
 
@@ -52,9 +54,45 @@ def test_progress_passes_every_stage_in_order(street_locator, street_queries):
     stages = [e.stage for e in events]
     assert stages[:4] == [Stage.DECODING, Stage.DESCRIBING, Stage.SEARCHING, Stage.VERIFYING]
     assert stages[-1] is Stage.DONE
+    # The default cascade checks four candidates with mnn, then decides among up to three
+    # (a settled place ends it early, and its progress is then complete).
     steps = [e.step for e in events if e.stage is Stage.VERIFYING]
-    assert steps == [0, 1, 2, 3, 4]
-    assert {e.total for e in events if e.stage is Stage.VERIFYING} == {4}
+    assert steps[:5] == [0, 1, 2, 3, 4] and steps == sorted(steps) and steps[-1] == 7
+    assert {e.total for e in events if e.stage is Stage.VERIFYING} == {7}
+
+
+def _locate_with(config: EngineConfig, data: bytes, top_k: int):
+    locator = Locator.open(config)
+    try:
+        return locator.locate(data, top_k=top_k)
+    finally:
+        locator.close()
+
+
+def test_the_cascade_decides_among_the_candidates_mnn_ranks_highest(street_index,
+                                                                    street_queries):
+    data = jpeg_bytes(street_queries[0].rgb)
+    mnn = _locate_with(replace(street_index, xfeat=replace(street_index.xfeat, matcher="mnn")),
+                       data, top_k=5)
+    # A curve that never settles, so both deciding checks run.
+    unsettled = replace(street_index,
+                        xfeat=replace(street_index.xfeat, matcher="cascade", cascade_depth=2),
+                        estimate=replace(street_index.estimate, inliers_midpoint=10_000.0))
+    cascade = _locate_with(unsettled, data, top_k=5)
+    first_pass = {m.ref_id: m.inliers for m in mnn.matches}
+    decided = [m for m in cascade.matches if m.decisive]
+    assert len(decided) == 2 and len(cascade.matches) == len(mnn.matches) >= 4
+    assert {m.ref_id for m in decided} == set(sorted(first_pass, key=first_pass.get)[-2:])
+    # The others keep their mnn counts, shown as evidence but never weighed.
+    assert all(m.inliers == first_pass[m.ref_id] for m in cascade.matches if not m.decisive)
+
+
+def test_the_cascade_stops_once_a_place_is_settled(street_index, street_queries):
+    cascade = replace(street_index, xfeat=replace(street_index.xfeat, matcher="cascade",
+                                                  cascade_depth=3))
+    result = _locate_with(cascade, jpeg_bytes(street_queries[0].rgb), top_k=5)
+    decided = [m for m in result.matches if m.decisive]
+    assert len(decided) == 1 and result.located and result.best_match is decided[0]
 
 
 def test_an_unrelated_photo_is_no_match_not_a_location(street_locator):

@@ -59,6 +59,30 @@ def test_neighbouring_views_match_with_either_matcher(cpu, views):
         assert verifier.verify(first, far).inliers < near.inliers
 
 
+def test_the_cascade_ranks_with_mnn_and_decides_with_lighterglue_on_the_strongest_points(
+        cpu, views):
+    cascade = _verifier(cpu, matcher="cascade", cascade_keypoints=300)
+    first, second = cascade.extract(views[0]), cascade.extract(views[1])
+    assert first.count > 300 and second.count > 300
+    mnn = _verifier(cpu, matcher="mnn").verify(first, second)
+    assert cascade.verify(first, second).inliers == mnn.inliers
+    decided = cascade.decide(first, second)
+    assert decided.inliers >= 30
+    # Only the 300 strongest of each side were matched: XFeat lists them first.
+    strongest = first.keypoints[:300]
+    assert all(np.any(np.all(np.isclose(strongest, point, atol=1e-3), axis=1))
+               for point in decided.query_points)
+    assert cascade.calibration_key == "xfeat-cascade"
+
+
+def test_the_cascade_depth_is_three_on_a_cpu_unless_set_and_none_without_a_cascade(cpu):
+    assert _verifier(cpu, matcher="cascade").decide_depth(10) == 3
+    assert _verifier(cpu, matcher="cascade").decide_depth(2) == 2
+    assert _verifier(cpu, matcher="cascade", cascade_depth=10).decide_depth(10) == 10
+    assert _verifier(cpu, matcher="mnn").decide_depth(10) == 0
+    assert _verifier(cpu, matcher="lighterglue").decide_depth(10) == 0
+
+
 def test_mutual_nearest_keeps_only_mutual_pairs_above_the_similarity_floor():
     query = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], np.float32)
     reference = np.array([[1.0, 0.0], [0.8, 0.6]], np.float32)
@@ -95,6 +119,8 @@ def test_bad_settings_are_refused_by_key(cpu):
         _verifier(cpu, matcher="brute")
     with pytest.raises(ConfigError, match=r"'xfeat\.max_side' is 16"):
         _verifier(cpu, max_side=16)
+    with pytest.raises(ConfigError, match=r"'xfeat\.cascade_depth' is -1"):
+        _verifier(cpu, matcher="cascade", cascade_depth=-1)
 
 
 def test_the_registry_builds_it(cpu):

@@ -86,3 +86,19 @@ class Verifier(Protocol):
 
     def verify(self, query: LocalFeatures, reference: LocalFeatures) -> Verification:
         """Match two images' features and fit the two-view geometry."""
+
+    def decide_depth(self, candidates: int) -> int:
+        """How many of the candidates `verify` ranked `decide` checks again (0: none)."""
+
+    def decide(self, query: LocalFeatures, reference: LocalFeatures) -> Verification:
+        """The deciding check of a cascade: slower, and better at telling right from wrong."""
+
+
+class SinglePass:
+    """For verifiers with one matcher: their first verification already decides."""
+
+    def decide_depth(self, candidates: int) -> int:
+        return 0
+
+    def decide(self, query: LocalFeatures, reference: LocalFeatures) -> Verification:
+        return self.verify(query, reference)  # type: ignore[attr-defined]

@@ -26,7 +26,13 @@ from engine.errors import ConfigError
 from engine.features import resize_max_side
 from engine.neural.runtime import Runtime, create_runtime
 from engine.neural.weights import file_sha256, fit_state_dict, read_state_dict, weights_path
-from engine.verifiers.base import LocalFeatures, Verification, pack_float16, unpack_float16
+from engine.verifiers.base import (
+    LocalFeatures,
+    SinglePass,
+    Verification,
+    pack_float16,
+    unpack_float16,
+)
 from engine.verifiers.geometry import verify_pairs
 
 # features -> (published extractor, published matcher); all describe with 128 dimensions.
@@ -52,7 +58,7 @@ DERIVED_LIGHTGLUE_KEYS = frozenset({"confidence_thresholds"})
 DERIVED_ALIKED_KEYS = frozenset({"dkd.hw_grid"})
 
 
-class LightglueVerifier:
+class LightglueVerifier(SinglePass):
     """Learned keypoints and matcher; the same two-view geometry as `sift` decides the inliers."""
 
     name: ClassVar[str] = "lightglue"

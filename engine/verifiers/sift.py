@@ -9,13 +9,13 @@ import numpy as np
 
 from engine.config import SiftConfig
 from engine.features import image_rootsift
-from engine.verifiers.base import LocalFeatures, Verification
+from engine.verifiers.base import LocalFeatures, SinglePass, Verification
 from engine.verifiers.geometry import verify_pairs
 
 QUANT_STEPS = 255.0
 
 
-class SiftVerifier:
+class SiftVerifier(SinglePass):
     """Counts the matches between two photos that one rigid scene explains."""
 
     name: ClassVar[str] = "sift"

@@ -4,6 +4,11 @@ XFeat is a small network made for CPUs (tens of milliseconds per photo here); it
 come from `engine/neural/xfeat_extractor.py`, shared with the `xfeat-vlad` descriptor.
 LighterGlue is a six-layer LightGlue for XFeat's 64-d descriptors: kornia's LightGlue with
 that configuration and the published matcher weights.
+
+On real photos by strangers mutual nearest neighbour cannot tell the right place from a wrong
+one (bench/bench_crosscapture.py), while LighterGlue costs too much on a CPU to check every
+candidate. The `cascade` matcher ranks every candidate by mnn and lets LighterGlue decide among
+the best few; on a GPU it checks them all.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from engine.verifiers.lightglue import (
     lightglue_matches,
 )
 
-MATCHERS = ("mnn", "lighterglue")
+MATCHERS = ("mnn", "lighterglue", "cascade")
+# On a CPU LighterGlue at 1,024 keypoints costs ~0.1-0.2 s a pair: three fit the 1.5 s budget.
+CPU_CASCADE_DEPTH = 3
 MIN_SIDE = 32  # XFeat works in blocks of 32 pixels
 WARM_UP_SIDE = 256
 # The published LighterGlue file holds the whole pipeline: `extractor.…` (a copy of XFeat's own
@@ -51,7 +58,7 @@ class XfeatVerifier:
         self.runtime: Runtime = create_runtime(neural, self.name)
         self._extractor = create_xfeat_extractor(config, neural, self.runtime)
         self._matcher = None
-        if config.matcher == "lighterglue":
+        if config.matcher in ("lighterglue", "cascade"):
             path = weights_path(config.matcher_weights, "lighterglue-xfeat", neural.models_dir)
             self._matcher = load_lighterglue(config, path, self.runtime)
         self._lock = threading.Lock()
@@ -78,25 +85,58 @@ class XfeatVerifier:
         noise = np.random.default_rng(0).integers(0, 256, (WARM_UP_SIDE, WARM_UP_SIDE, 3))
         features = self.extract(noise.astype(np.uint8))
         self._match(features, features)
+        if self.config.matcher == "cascade":
+            self._lighterglue(features, features)
 
     def extract(self, rgb: np.ndarray) -> LocalFeatures:
         """Extract at `max_side` (the RANSAC threshold's pixel scale); keypoints in `rgb` pixels."""
         return self._extractor.extract(rgb)
 
     def verify(self, query: LocalFeatures, reference: LocalFeatures) -> Verification:
-        pairs = self._match(query, reference)
+        """mnn for `mnn` and the cascade's first pass; LighterGlue for `lighterglue`."""
+        return self._geometry(query, reference, self._match(query, reference))
+
+    def decide_depth(self, candidates: int) -> int:
+        if self.config.matcher != "cascade":
+            return 0
+        depth = self.config.cascade_depth
+        if depth is None:
+            depth = candidates if self.runtime.device.type == "cuda" else CPU_CASCADE_DEPTH
+        return min(depth, candidates)
+
+    def decide(self, query: LocalFeatures, reference: LocalFeatures) -> Verification:
+        """LighterGlue over the strongest `cascade_keypoints` of each side (XFeat sorts them)."""
+        keep = self.config.cascade_keypoints
+        strongest_q, strongest_r = _strongest(query, keep), _strongest(reference, keep)
+        return self._geometry(strongest_q, strongest_r,
+                              self._lighterglue(strongest_q, strongest_r))
+
+    def _geometry(self, query: LocalFeatures, reference: LocalFeatures,
+                  pairs: np.ndarray) -> Verification:
         c = self.config
         return verify_pairs(query, reference, pairs, c.ransac_px, c.ransac_confidence,
                             c.ransac_max_iters)
 
     def _match(self, query: LocalFeatures, reference: LocalFeatures) -> np.ndarray:
+        if self.config.matcher == "lighterglue":
+            return self._lighterglue(query, reference)
         if query.count == 0 or reference.count == 0:
             return np.zeros((0, 2), dtype=np.intp)
-        if self._matcher is None:
-            return mutual_nearest(query.descriptors, reference.descriptors,
-                                  self.config.min_cosine)
+        return mutual_nearest(query.descriptors, reference.descriptors, self.config.min_cosine)
+
+    def _lighterglue(self, query: LocalFeatures, reference: LocalFeatures) -> np.ndarray:
+        if query.count == 0 or reference.count == 0:
+            return np.zeros((0, 2), dtype=np.intp)
         with self._lock:
             return lightglue_matches(self._matcher, query, reference, self.runtime)
+
+
+def _strongest(features: LocalFeatures, count: int) -> LocalFeatures:
+    """The first `count` keypoints: XFeat returns them strongest first."""
+    if features.count <= count:
+        return features
+    return LocalFeatures(features.keypoints[:count], features.descriptors[:count],
+                         features.image_size, features.scale)
 
 
 def mutual_nearest(query: np.ndarray, reference: np.ndarray, min_cosine: float) -> np.ndarray:
@@ -118,6 +158,11 @@ def _check_config(config: XfeatConfig) -> None:
         raise ConfigError(f"'xfeat.max_keypoints' is {config.max_keypoints}; use 1 or more")
     if config.max_side < MIN_SIDE:
         raise ConfigError(f"'xfeat.max_side' is {config.max_side}; use {MIN_SIDE} or more")
+    if config.cascade_depth is not None and config.cascade_depth < 0:
+        raise ConfigError(f"'xfeat.cascade_depth' is {config.cascade_depth}; use 0 or more")
+    if config.cascade_keypoints < 1:
+        raise ConfigError(
+            f"'xfeat.cascade_keypoints' is {config.cascade_keypoints}; use 1 or more")
 
 
 def create_xfeat_extractor(
