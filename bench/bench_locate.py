@@ -7,7 +7,7 @@ streets. The distractors and the index are cached under --work, so a rerun measu
 without rebuilding; pass --rebuild to measure build throughput again.
 
     python bench/bench_locate.py [--size 10000] [--top-k 10 20] [--descriptor xfeat-vlad]
-                                 [--verifier xfeat] [--work ...]
+                                 [--verifier xfeat] [--matcher cascade mnn] [--work ...]
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ def main() -> int:
                         help="descriptor backend (default: the engine's default, %(default)s)")
     parser.add_argument("--verifier", default=defaults.verifier,
                         help="verifier backend (default: the engine's default, %(default)s)")
+    parser.add_argument("--matcher", nargs="+", default=[defaults.xfeat.matcher],
+                        help="with --verifier xfeat: one or more matchers, each measured on the"
+                             " same index (default: %(default)s)")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".cache")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the index from scratch")
     args = parser.parse_args()
@@ -91,16 +94,20 @@ def main() -> int:
     queries = [(f"lund/{Path(r.image_path).name}", _degraded(Path(r.image_path)), r.lat, r.lon)
                for r in lund_queries]
     queries += _street_queries(args.work / f"distractors-{streets}")
-    for top_k in args.top_k:
-        locator = Locator.open(config)
+    matchers = args.matcher if args.verifier == "xfeat" else [None]
+    for matcher, top_k in [(m, k) for m in matchers for k in args.top_k]:
+        run_config = (config if matcher is None
+                      else replace(config, xfeat=replace(config.xfeat, matcher=matcher)))
+        locator = Locator.open(run_config)
         try:
             locator.locate(queries[0][1], top_k=top_k)  # warm-up: imports, first allocations
             cold = _run(locator, queries, top_k)
             warm = _run(locator, queries, top_k)
         finally:
             locator.close()
-        _print(f"top-K {top_k}, first pass (reference features read from the index)", cold)
-        _print(f"top-K {top_k}, second pass (reference features in the memory LRU)", warm)
+        name = f"{matcher}, " if matcher else ""
+        _print(f"{name}top-K {top_k}, first pass (reference features read from the index)", cold)
+        _print(f"{name}top-K {top_k}, second pass (reference features in the memory LRU)", warm)
     return 0
 
 
