@@ -1,8 +1,8 @@
 """`geosleuth serve` beside hostile load: health and locates under evidence pictures, and the
-memory of stalled uploads.
+memory of stalled and of aborted uploads.
 
 A small index of a generated street is built in a temporary folder and served by
-`geosleuth serve` in a child process (as a service manager runs it). Two measurements:
+`geosleuth serve` in a child process (as a service manager runs it). Three measurements:
 
 1. Pictures: `--locates` locates at once, alone and then beside `--pictures` concurrent
    evidence GETs (kept up while the locates run); /v1/health is asked every 100 ms
@@ -11,8 +11,14 @@ A small index of a generated street is built in a temporary folder and served by
 2. Uploads: `--stalled` raw connections each send 3.9 MB of a 4 MB photo and stall. Printed:
    the server's RSS before, at its peak while they stall, and after they have been answered
    and closed; how each ended and when.
+3. With `--aborted-rounds N`: N rounds of `--stalled` connections that each send 3.9 MB of
+   a 4 MB photo and close `--abort-after-s` later, before the deadline. Printed: the
+   server's RSS before, after each round, and 10 s after the last; and how many uploads the
+   log says were cut off. RSS that climbs round after round is memory the aborted uploads
+   keep (it did, by ~45 MB a round, while aiohttp's stored error held each partial body).
 
     python bench/bench_serve_hostile.py [--pictures 16] [--locates 6] [--stalled 30]
+    python bench/bench_serve_hostile.py --no-pictures --max-uploads 30 --aborted-rounds 16
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -56,19 +63,33 @@ def main() -> int:
     parser.add_argument("--stalled", type=int, default=30)
     parser.add_argument("--upload-timeout-s", type=float,
                         help="[server] upload_timeout_s (default: the server's own)")
+    parser.add_argument("--max-uploads", type=int,
+                        help="[server] max_uploads (default: the server's own)")
     parser.add_argument("--answer-wait-s", type=float, default=60.0,
                         help="how long a stalled upload waits for an answer")
+    parser.add_argument("--aborted-rounds", type=int, default=0,
+                        help="rounds of --stalled uploads whose clients close early")
+    parser.add_argument("--abort-after-s", type=float, default=1.0,
+                        help="how long an aborted upload's client waits before it closes")
+    parser.add_argument("--no-pictures", action="store_true",
+                        help="skip the pictures measurement (only the uploads')")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         index, queries = _index(folder)
         config = folder / "serve.toml"
-        if args.upload_timeout_s is not None:
-            config.write_text(f"[server]\nupload_timeout_s = {args.upload_timeout_s}\n")
-        server, url = _serve(index, config if config.exists() else None)
+        settings = {"upload_timeout_s": args.upload_timeout_s, "max_uploads": args.max_uploads}
+        if any(value is not None for value in settings.values()):
+            config.write_text("[server]\n" + "".join(f"{name} = {value}\n" for name, value
+                                                     in settings.items() if value is not None))
+        server, url, log = _serve(index, config if config.exists() else None)
         try:
-            asyncio.run(_pictures(url, queries, args.pictures, args.locates))
+            if not args.no_pictures:
+                asyncio.run(_pictures(url, queries, args.pictures, args.locates))
             asyncio.run(_stalled_uploads(url, server.pid, args.stalled, args.answer_wait_s))
+            if args.aborted_rounds:
+                asyncio.run(_aborted_uploads(url, server.pid, args.stalled,
+                                             args.aborted_rounds, args.abort_after_s, log))
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
@@ -89,8 +110,9 @@ def _index(folder: Path) -> tuple[Path, list[bytes]]:
     return folder / "index", queries
 
 
-def _serve(index: Path, config: Path | None) -> tuple[subprocess.Popen, str]:
-    """`geosleuth serve` on a free port, once it says it listens (other lines are passed on)."""
+def _serve(index: Path, config: Path | None) -> tuple[subprocess.Popen, str, list[str]]:
+    """`geosleuth serve` on a free port, once it says it listens (other lines are passed on);
+    its later log lines are kept (read, so that a full pipe never stops the server)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -101,7 +123,9 @@ def _serve(index: Path, config: Path | None) -> tuple[subprocess.Popen, str]:
         text=True)
     for line in child.stderr:
         if "listening on http://" in line:
-            return child, line.strip().rsplit(" ", 1)[-1]
+            log: list[str] = []  # extend() appends each line as it comes, until EOF
+            threading.Thread(target=log.extend, args=(child.stderr,), daemon=True).start()
+            return child, line.strip().rsplit(" ", 1)[-1], log
         print(f"  (serve) {line.rstrip()}")
     raise RuntimeError("geosleuth serve ended before it listened")
 
@@ -169,8 +193,7 @@ async def _watch_health(client: aiohttp.ClientSession, stop: asyncio.Event,
 async def _stalled_uploads(url: str, pid: int, count: int, wait_s: float) -> None:
     host, port = url.removeprefix("http://").split(":")
     before = _rss_mb(pid)
-    head = (f"POST /v1/locate HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
-            f"Content-Type: image/jpeg\r\nContent-Length: {PHOTO_BYTES}\r\n\r\n").encode()
+    head = _upload_head(host)
     started = time.perf_counter()
     connections = []
     for _ in range(count):
@@ -193,6 +216,36 @@ async def _stalled_uploads(url: str, pid: int, count: int, wait_s: float) -> Non
         print(f"  {len(times):>3} answered {status} after {min(times):.1f}-{max(times):.1f} s")
     print(f"  server RSS: {before:.0f} MB before, {peak:.0f} MB at most while they stalled,"
           f" {_rss_mb(pid):.0f} MB 2 s after they were closed")
+
+
+async def _aborted_uploads(url: str, pid: int, count: int, rounds: int, after_s: float,
+                           log: list[str]) -> None:
+    """Clients that leave before the deadline: each round's memory must come back."""
+    host, port = url.removeprefix("http://").split(":")
+    before, after_round = _rss_mb(pid), []
+    for _ in range(rounds):
+        connections = [await asyncio.open_connection(host, int(port)) for _ in range(count)]
+        for _, writer in connections:
+            writer.write(_upload_head(host) + b"\xff" * SENT_BYTES)
+        # A refused upload (past max_uploads) is closed by the server: its drain fails.
+        await asyncio.gather(*(w.drain() for _, w in connections), return_exceptions=True)
+        await asyncio.sleep(after_s)
+        for _, writer in connections:
+            writer.close()
+        await asyncio.sleep(2)
+        after_round.append(_rss_mb(pid))
+    await asyncio.sleep(10)
+    cut = sum("closed the connection before its photo" in line for line in log)
+    print(f"{rounds} rounds of {count} uploads of {SENT_BYTES / 1e6:.1f} of"
+          f" {PHOTO_BYTES / 1e6:.0f} MB, closed {after_s:g} s later ({cut} logged as cut off):")
+    print(f"  server RSS: {before:.0f} MB before; 2 s after each round"
+          f" {', '.join(f'{rss:.0f}' for rss in after_round)} MB;"
+          f" {_rss_mb(pid):.0f} MB 10 s after the last")
+
+
+def _upload_head(host: str) -> bytes:
+    return (f"POST /v1/locate HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: image/jpeg\r\nContent-Length: {PHOTO_BYTES}\r\n\r\n").encode()
 
 
 async def _status_line(reader: asyncio.StreamReader, started: float,
