@@ -79,6 +79,7 @@ def verified_from_matches(matches: Sequence[Match]) -> tuple[Verified, ...]:
             Candidate(CatalogEntry(m.ref_id, m.source, m.source_id, m.lat, m.lon, ""),
                       m.similarity, m.place if m.place is not None else i),
             m.inliers, m.inlier_ratio or 0.0, m.decisive,
+            m.view_scale if m.view_scale is not None else 1.0,
         )
         for i, m in enumerate(matches)
         if m.inliers is not None

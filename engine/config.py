@@ -164,6 +164,9 @@ class EstimateConfig:
     # on sf_night_west and sf_xs_west together (bench/bench_crosscapture.py; 25 m: ECE 0.04-0.05
     # and fewer real photos answered).
     base_radius_m: float = 50.0
+    # How far a reference camera typically stands from what it shows (a street's width): a
+    # query seeing the matched scene s times smaller adds (s - 1) of these to the radius.
+    scene_distance_m: float = 25.0
     # Verified places closer than this are one answer seen from neighbouring spots, not rivals;
     # it is also the distance the confidence is calibrated for (the answer within 50 m).
     agreement_radius_m: float = 50.0

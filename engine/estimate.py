@@ -28,6 +28,8 @@ class Verified:
     # Counted by the deciding matcher. A cascade's first pass only ranks candidates for it: its
     # counts are on another scale and shown as evidence, never weighed by the answer model.
     decisive: bool = True
+    # How many times smaller the matched scene appears in the query than in the reference.
+    view_scale: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +214,9 @@ def _position(
     """Inlier-weighted mean of the members that verified; radius from their spread.
 
     The base radius covers the distance between where the query and a reference were taken
-    (they can see one facade from tens of metres apart).
+    (they can see one facade from tens of metres apart). A query that sees the matched scene
+    s times smaller than the best reference does stood about s times farther from it: the
+    radius grows by (s - 1) reference-to-scene distances (a landmark seen from afar).
     """
     strong = [v for v in place.members if v.inliers >= min_inliers] or [place.best]
     # Unverified members (0 inliers) still carry a little weight, so a weak lead has a position.
@@ -226,4 +230,5 @@ def _position(
         weights=weights,
     )
     radius = math.hypot(config.base_radius_m, 2.0 * math.sqrt(float(spread_sq)))
-    return lat, lon, radius
+    farther = max(0.0, place.best.view_scale - 1.0) * config.scene_distance_m
+    return lat, lon, radius + farther

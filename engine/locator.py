@@ -240,7 +240,8 @@ class Locator:
         first = self._verify_all(self.verifier.verify, query_features, chosen,
                                  lambda step: notify(Progress(Stage.VERIFYING, step=step,
                                                               total=total)), cancel)
-        verified = {c.entry.ref_id: Verified(c, v.inliers, v.inlier_ratio, decisive=depth == 0)
+        verified = {c.entry.ref_id: Verified(c, v.inliers, v.inlier_ratio, decisive=depth == 0,
+                                             view_scale=v.view_scale)
                     for c, v in first}
         evidence = {c.entry.ref_id: v for c, v in first}
         ranked = sorted(first, key=lambda cv: (-cv[1].inliers, -cv[0].similarity))
@@ -250,7 +251,8 @@ class Locator:
             result = self._pool.submit(self._verify_one, self.verifier.decide, query_features,
                                        candidate, cancel).result()
             verified[candidate.entry.ref_id] = Verified(candidate, result.inliers,
-                                                        result.inlier_ratio)
+                                                        result.inlier_ratio,
+                                                        view_scale=result.view_scale)
             evidence[candidate.entry.ref_id] = result
             settled = result.inliers >= self._settled_inliers
             # A settled place skips the rest: progress is complete.
@@ -317,7 +319,7 @@ def _match(v: Verified) -> Match:
                  similarity=v.candidate.similarity, inliers=v.inliers,
                  inlier_ratio=v.inlier_ratio, attribution=e.attribution, licence=e.licence,
                  creator=e.creator, link=e.link, place=v.candidate.cluster,
-                 decisive=v.decisive)
+                 decisive=v.decisive, view_scale=v.view_scale)
 
 
 def _correspondences(

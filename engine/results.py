@@ -67,6 +67,7 @@ class Match:
     place: int | None = None  # the candidate cluster (place) the search stage put it in
     # False: counted by a cascade's first, ranking matcher (another scale), not the deciding one.
     decisive: bool = True
+    view_scale: float | None = None  # how many times smaller the scene appears in the query
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,7 @@ class LocateResult:
                     "link": m.link,
                     "place": m.place,
                     "decisive": m.decisive,
+                    "view_scale": None if m.view_scale is None else round(m.view_scale, 3),
                 }
                 for m in self.matches
             ],

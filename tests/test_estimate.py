@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from engine.config import EstimateConfig
 from engine.estimate import (
     InlierCurve,
@@ -100,3 +102,24 @@ def test_spatial_consensus_lets_neighbouring_places_support_each_other():
     assert plain.status is Status.NO_MATCH and plain.confidence < 0.5
     assert consensus.status is Status.LOCATED and consensus.confidence > 0.75
     assert haversine_m(consensus.lat, consensus.lon, *ORIGIN) < 45
+
+
+def test_a_scene_seen_much_smaller_than_the_reference_saw_it_widens_the_radius():
+    close = _verified([(_entry(1, 0), 150)])
+    afar = [replace(v, view_scale=9.0) for v in close]
+    config = EstimateConfig()
+    near_answer = estimate(close, config, CURVE)
+    far_answer = estimate(afar, config, CURVE)
+    assert near_answer.radius_m == config.base_radius_m
+    # Nine times smaller: the camera stood about eight street widths farther from the scene.
+    assert far_answer.radius_m == config.base_radius_m + 8 * config.scene_distance_m
+    assert far_answer.confidence == near_answer.confidence
+
+
+def test_only_the_deciding_matchers_counts_are_weighed():
+    """A cascade's first-pass count (another scale) never makes a place the answer."""
+    ranked = _verified([(_entry(1, 0), 30), (_entry(2, 900), 400)])
+    verified = [ranked[0], replace(ranked[1], decisive=False)]
+    answer = estimate(verified, EstimateConfig(), CURVE)
+    assert answer.status is Status.LOCATED
+    assert haversine_m(answer.lat, answer.lon, *ORIGIN) < 1

@@ -60,6 +60,22 @@ def test_photo_and_a_warped_enlarged_crop_of_it_share_many_inliers(verifier: Sif
 
 @real_data
 @needs_lund
+def test_a_photo_shrunk_into_a_wider_frame_shows_its_scene_that_many_times_smaller(
+        verifier: SiftVerifier):
+    """As a landmark shot from three times farther away than the reference was."""
+    photo = load(LUND[0])
+    height, width = photo.shape[:2]
+    wide = np.full((height * 3, width * 3, 3), 127, np.uint8)
+    wide[height:2 * height, width:2 * width] = photo  # a third of the frame each way
+    result = verifier.verify(verifier.extract(wide), verifier.extract(photo))
+    assert result.inliers > 50
+    assert result.view_scale == pytest.approx(3.0, rel=0.15)
+    same = verifier.verify(verifier.extract(photo), verifier.extract(photo.copy()))
+    assert same.view_scale == pytest.approx(1.0, rel=0.05)
+
+
+@real_data
+@needs_lund
 @needs_berlin
 def test_adjacent_lund_frames_have_far_more_inliers_than_lund_vs_berlin(verifier: SiftVerifier):
     lund = {i: verifier.extract(load(LUND[i])) for i in (0, 1, 12, 13, 24, 25)}

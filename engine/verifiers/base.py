@@ -60,6 +60,8 @@ class Verification:
     tentative_matches: int
     query_points: np.ndarray  # (inliers, 2) in query image pixels
     reference_points: np.ndarray  # (inliers, 2) in reference image pixels
+    # How many times smaller the matched scene appears in the query (geometry.view_scale).
+    view_scale: float = 1.0
 
 
 class Verifier(Protocol):

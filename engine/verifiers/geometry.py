@@ -9,6 +9,8 @@ from engine.verifiers.base import LocalFeatures, Verification
 
 # Seven points fix a fundamental matrix exactly; the eighth is the first that can disagree.
 MIN_POINTS = 8
+# The share of inliers trimmed at each end when measuring how much of a photo they cover.
+EXTENT_TRIM_PERCENT = 10
 
 
 def fundamental_inliers(
@@ -74,4 +76,30 @@ def verify_pairs(
         tentative_matches=tentative,
         query_points=query_points[mask],
         reference_points=reference_points[mask],
+        view_scale=view_scale(query_points[mask], query.image_size,
+                              reference_points[mask], reference.image_size),
     )
+
+
+def view_scale(query_points: np.ndarray, query_size: tuple[int, int],
+               reference_points: np.ndarray, reference_size: tuple[int, int]) -> float:
+    """How many times smaller the matched scene appears in the query than in the reference,
+    each as a share of its photo's diagonal (1.0 below MIN_POINTS inliers).
+
+    A landmark shot from afar fills little of the frame where the reference, taken close,
+    fills much: the camera stood about that many times farther from it.
+    """
+    if len(query_points) < MIN_POINTS:
+        return 1.0
+    query_extent = _extent(query_points) / float(np.hypot(*query_size))
+    reference_extent = _extent(reference_points) / float(np.hypot(*reference_size))
+    if query_extent <= 0.0:
+        return 1.0
+    return reference_extent / query_extent
+
+
+def _extent(points: np.ndarray) -> float:
+    """The diagonal of the box holding the inliers, their outermost tenth at each side left out."""
+    low = np.percentile(points, EXTENT_TRIM_PERCENT, axis=0)
+    high = np.percentile(points, 100 - EXTENT_TRIM_PERCENT, axis=0)
+    return float(np.hypot(*(high - low)))
