@@ -245,6 +245,8 @@ class Locator:
                     for c, v in first}
         evidence = {c.entry.ref_id: v for c, v in first}
         ranked = sorted(first, key=lambda cv: (-cv[1].inliers, -cv[0].similarity))
+        # Where it checks them all (a GPU), every count is kept for the answer model.
+        may_stop = depth < len(chosen)
         for step, (candidate, _) in enumerate(ranked[:depth], len(chosen) + 1):
             # One at a time, strongest first: the matcher holds the model (or the GPU) anyway,
             # and once a place is settled the weaker candidates cannot unsettle it.
@@ -254,7 +256,7 @@ class Locator:
                                                         result.inlier_ratio,
                                                         view_scale=result.view_scale)
             evidence[candidate.entry.ref_id] = result
-            settled = result.inliers >= self._settled_inliers
+            settled = may_stop and result.inliers >= self._settled_inliers
             # A settled place skips the rest: progress is complete.
             notify(Progress(Stage.VERIFYING, step=total if settled else step, total=total))
             if settled:

@@ -87,6 +87,13 @@ def test_the_cascade_decides_among_the_candidates_mnn_ranks_highest(street_index
     assert all(m.inliers == first_pass[m.ref_id] for m in cascade.matches if not m.decisive)
 
 
+def test_a_cascade_deciding_every_candidate_never_stops_early(street_index, street_queries):
+    everything = replace(street_index, xfeat=replace(street_index.xfeat, matcher="cascade",
+                                                     cascade_depth=10))
+    result = _locate_with(everything, jpeg_bytes(street_queries[0].rgb), top_k=5)
+    assert result.located and all(m.decisive for m in result.matches)
+
+
 def test_the_cascade_stops_once_a_place_is_settled(street_index, street_queries):
     cascade = replace(street_index, xfeat=replace(street_index.xfeat, matcher="cascade",
                                                   cascade_depth=3))
