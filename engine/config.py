@@ -161,8 +161,9 @@ class EstimateConfig:
     # The radius of an answer from one place (the spread of agreeing references widens it).
     # A photo by a stranger is taken across the street or down it from the reference, and pins
     # are placed by hand: 50 m keeps the confidence calibrated for "within the stated radius"
-    # on sf_night_west and sf_xs_west together (bench/bench_crosscapture.py; 25 m: ECE 0.04-0.05
-    # and fewer real photos answered).
+    # on sf_night_west and sf_xs_west together (the curve refitted at each radius on the
+    # evidence bench/bench_crosscapture.py's sets give: ECE 0.015 at 50 m, 0.04-0.05 at 25 m,
+    # where fewer real photos were answered).
     base_radius_m: float = 50.0
     # How far a reference camera typically stands from what it shows (a street's width): a
     # query seeing the matched scene s times smaller adds (s - 1) of these to the radius.
