@@ -237,12 +237,10 @@ class Locator:
         depth = self.verifier.decide_depth(len(chosen))
         total = len(chosen) + depth
         notify(Progress(Stage.VERIFYING, step=0, total=total))
-        first = self._verify_all(self.verifier.verify, query_features, chosen,
+        first = self._verify_all(query_features, chosen,
                                  lambda step: notify(Progress(Stage.VERIFYING, step=step,
                                                               total=total)), cancel)
-        verified = {c.entry.ref_id: Verified(c, v.inliers, v.inlier_ratio, decisive=depth == 0,
-                                             view_scale=v.view_scale)
-                    for c, v in first}
+        verified = {c.entry.ref_id: _verified(c, v, decisive=depth == 0) for c, v in first}
         evidence = {c.entry.ref_id: v for c, v in first}
         ranked = sorted(first, key=lambda cv: (-cv[1].inliers, -cv[0].similarity))
         # Where it checks them all (a GPU), every count is kept for the answer model.
@@ -252,9 +250,7 @@ class Locator:
             # and once a place is settled the weaker candidates cannot unsettle it.
             result = self._pool.submit(self._verify_one, self.verifier.decide, query_features,
                                        candidate, cancel).result()
-            verified[candidate.entry.ref_id] = Verified(candidate, result.inliers,
-                                                        result.inlier_ratio,
-                                                        view_scale=result.view_scale)
+            verified[candidate.entry.ref_id] = _verified(candidate, result, decisive=True)
             evidence[candidate.entry.ref_id] = result
             settled = may_stop and result.inliers >= self._settled_inliers
             # A settled place skips the rest: progress is complete.
@@ -266,14 +262,14 @@ class Locator:
 
     def _verify_all(
         self,
-        check: Callable[[LocalFeatures, LocalFeatures], Verification],
         query_features: LocalFeatures,
         candidates: Sequence[Candidate],
         on_step: Callable[[int], None],
         cancel: threading.Event | None,
     ) -> list[tuple[Candidate, Verification]]:
-        """`check` on each candidate in the pool, in the order they finish."""
-        futures = {self._pool.submit(self._verify_one, check, query_features, c, cancel): c
+        """`verify` on every candidate in the pool, in the order they finish."""
+        futures = {self._pool.submit(self._verify_one, self.verifier.verify, query_features, c,
+                                     cancel): c
                    for c in candidates}
         out = []
         for step, future in enumerate(as_completed(futures), 1):
@@ -313,6 +309,11 @@ def _check(cancel: threading.Event | None) -> None:
 
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
+
+
+def _verified(candidate: Candidate, result: Verification, *, decisive: bool) -> Verified:
+    return Verified(candidate, result.inliers, result.inlier_ratio, decisive=decisive,
+                    view_scale=result.view_scale)
 
 
 def _match(v: Verified) -> Match:

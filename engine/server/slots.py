@@ -14,10 +14,6 @@ class Slots:
         self._what = what
         self._held = 0
 
-    @property
-    def held(self) -> int:
-        return self._held
-
     @contextmanager
     def hold(self) -> Iterator[None]:
         """One slot while the block runs; `ServerBusy` when all are taken."""
