@@ -34,13 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from engine.config import EngineConfig, RemoteConfig  # noqa: E402
 from engine.errors import GeoSleuthError  # noqa: E402
-from engine.index.builder import build_index  # noqa: E402
 from engine.locator import Locator  # noqa: E402
 from engine.remote import RemoteEngine  # noqa: E402
-from engine.results import ReferenceRecord  # noqa: E402
-from engine.sources import SourceScan  # noqa: E402
-from engine.synthetic import make_street  # noqa: E402
-from tests.conftest import jpeg_bytes, start_serve  # noqa: E402
+from tests.conftest import start_serve, street_index_and_queries  # noqa: E402
 
 TOKEN = "bench-serve-token"
 STREETS = 3
@@ -83,21 +79,11 @@ _servers: list[subprocess.Popen] = []
 
 
 def _index(folder: Path) -> tuple[Path, list[bytes]]:
-    records, queries = [], []
-    for street in range(STREETS):
-        for i, view in enumerate(make_street(40 + street, n_views=VIEWS,
-                                             origin=(52.50 + street * 0.01, 13.40))):
-            if i % 3 == 1:
-                queries.append(jpeg_bytes(view.rgb))
-                continue
-            path = folder / f"s{street}_{i:02d}.jpg"
-            path.write_bytes(jpeg_bytes(view.rgb))
-            records.append(ReferenceRecord("synthetic", path.stem, view.lat, view.lon, str(path)))
     started = time.perf_counter()
-    build_index(folder / "index", [SourceScan(tuple(records))], EngineConfig())
-    print(f"index of {len(records)} views built in {time.perf_counter() - started:.0f} s;"
-          f" {len(queries)} queries")
-    return folder / "index", queries
+    index, queries = street_index_and_queries(folder, STREETS, VIEWS)
+    print(f"index of {len(list(folder.glob('*.jpg')))} views built in"
+          f" {time.perf_counter() - started:.0f} s; {len(queries)} queries")
+    return index, queries
 
 
 def _in_process(config: EngineConfig, queries: list[bytes]) -> list[float]:

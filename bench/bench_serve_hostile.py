@@ -25,13 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -42,18 +39,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.config import EngineConfig  # noqa: E402
-from engine.index.builder import build_index  # noqa: E402
-from engine.results import ReferenceRecord  # noqa: E402
-from engine.sources import SourceScan  # noqa: E402
-from engine.synthetic import make_street  # noqa: E402
-from tests.conftest import GEOSLEUTH, jpeg_bytes  # noqa: E402
+from tests.conftest import start_serve, street_index_and_queries  # noqa: E402
 
 TOKEN = "bench-hostile-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PHOTO_BYTES = 4_000_000
 SENT_BYTES = 3_900_000
 HEALTH_EVERY_S = 0.1
+VIEWS = 18
 
 
 def main() -> int:
@@ -76,7 +69,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        index, queries = _index(folder)
+        index, queries = street_index_and_queries(folder, 1, VIEWS)
+        print(f"index of {len(list(folder.glob('*.jpg')))} views; {len(queries)} queries")
         config = folder / "serve.toml"
         settings = {"upload_timeout_s": args.upload_timeout_s, "max_uploads": args.max_uploads}
         if any(value is not None for value in settings.values()):
@@ -96,38 +90,11 @@ def main() -> int:
     return 0
 
 
-def _index(folder: Path) -> tuple[Path, list[bytes]]:
-    records, queries = [], []
-    for i, view in enumerate(make_street(40, n_views=18)):
-        if i % 3 == 1:
-            queries.append(jpeg_bytes(view.rgb))
-            continue
-        path = folder / f"v{i:02d}.jpg"
-        path.write_bytes(jpeg_bytes(view.rgb))
-        records.append(ReferenceRecord("synthetic", path.stem, view.lat, view.lon, str(path)))
-    build_index(folder / "index", [SourceScan(tuple(records))], EngineConfig())
-    print(f"index of {len(records)} views; {len(queries)} queries")
-    return folder / "index", queries
-
-
 def _serve(index: Path, config: Path | None) -> tuple[subprocess.Popen, str, list[str]]:
-    """`geosleuth serve` on a free port, once it says it listens (other lines are passed on);
-    its later log lines are kept (read, so that a full pipe never stops the server)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    child = subprocess.Popen(
-        [*GEOSLEUTH, *(["--config", str(config)] if config else []), "serve", "--index",
-         str(index), "--port", str(port)],
-        cwd=ROOT, env=os.environ | {"GEOSLEUTH_SERVER_TOKENS": TOKEN}, stderr=subprocess.PIPE,
-        text=True)
-    for line in child.stderr:
-        if "listening on http://" in line:
-            log: list[str] = []  # extend() appends each line as it comes, until EOF
-            threading.Thread(target=log.extend, args=(child.stderr,), daemon=True).start()
-            return child, line.strip().rsplit(" ", 1)[-1], log
-        print(f"  (serve) {line.rstrip()}")
-    raise RuntimeError("geosleuth serve ended before it listened")
+    """`geosleuth serve` on a free port once it listens, with its later log lines."""
+    log: list[str] = []
+    child, url = start_serve(index, TOKEN, config=config, log=log)
+    return child, url, log
 
 
 async def _pictures(url: str, queries: list[bytes], pictures: int, locates: int) -> None:

@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,18 +28,43 @@ HOLD_OUT_EVERY = 3
 GEOSLEUTH = [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())"]
 
 
-def start_serve(index: Path, tokens: str, port: int = 0) -> tuple[subprocess.Popen, str]:
-    """`geosleuth serve` in a child process, once it listens: the process and its URL."""
+def start_serve(index: Path, tokens: str, port: int = 0, *, config: Path | None = None,
+                log: list[str] | None = None) -> tuple[subprocess.Popen, str]:
+    """`geosleuth serve` in a child process, once it listens: the process and its URL.
+
+    With `log`, its later log lines are appended there as they come (read, so that a full
+    pipe never stops a server that logs a lot)."""
+    settings = ["--config", str(config)] if config is not None else []
     child = subprocess.Popen(
-        [*GEOSLEUTH, "serve", "--index", str(index), "--port", str(port)], cwd=ROOT,
+        [*GEOSLEUTH, *settings, "serve", "--index", str(index), "--port", str(port)], cwd=ROOT,
         env=os.environ | {"GEOSLEUTH_SERVER_TOKENS": tokens}, stderr=subprocess.PIPE, text=True)
     said = []
     for line in child.stderr:  # warnings (a missing calibration, say) may come first
         if "listening on http://127.0.0.1:" in line:
+            if log is not None:  # extend() appends each line as it comes, until EOF
+                threading.Thread(target=log.extend, args=(child.stderr,), daemon=True).start()
             return child, line.strip().rsplit(" ", 1)[-1]
         said.append(line.strip())
     child.kill()
     raise RuntimeError(f"geosleuth serve did not start: {' / '.join(said)}")
+
+
+def street_index_and_queries(folder: Path, streets: int, views: int
+                             ) -> tuple[Path, list[bytes]]:
+    """Generated streets indexed in `folder`/index, every third view held out as a query (JPEG):
+    a served index for the benchmarks of `geosleuth serve`."""
+    records, queries = [], []
+    for street in range(streets):
+        for i, view in enumerate(make_street(40 + street, n_views=views,
+                                             origin=(52.50 + street * 0.01, 13.40))):
+            if i % 3 == 1:
+                queries.append(jpeg_bytes(view.rgb))
+                continue
+            path = folder / f"s{street}_{i:02d}.jpg"
+            path.write_bytes(jpeg_bytes(view.rgb))
+            records.append(ReferenceRecord("synthetic", path.stem, view.lat, view.lon, str(path)))
+    build_index(folder / "index", [SourceScan(tuple(records))], EngineConfig())
+    return folder / "index", queries
 
 
 def shared_data(*parts: str) -> Path:
