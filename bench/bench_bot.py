@@ -31,9 +31,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bot.adapters.runner import run_bots  # noqa: E402
 from bot.config import AppConfig, StoreConfig, TelegramConfig  # noqa: E402
-from bot.render import MapStyle  # noqa: E402
-from bot.runner import run_bots  # noqa: E402
+from bot.render.map import MapStyle  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
 from engine.index.builder import build_index  # noqa: E402
 from engine.sources import scan_source  # noqa: E402

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bot.render import MapStyle
+from bot.render.map import MapStyle
 from engine.config import EngineConfig, build_config
 from engine.errors import ConfigError
 from engine.ingest.config import MAPILLARY_TOKEN_ENV, IngestConfig

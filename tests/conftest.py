@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 HOLD_OUT_EVERY = 3
 # The `geosleuth` command, for a test or benchmark that runs it in a child process.
-GEOSLEUTH = [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())"]
+GEOSLEUTH = [sys.executable, "-c", "import sys; from bot.cli.main import main; sys.exit(main())"]
 
 
 def start_serve(index: Path, tokens: str, port: int = 0, *, config: Path | None = None,

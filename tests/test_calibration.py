@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bot.cli import main
+from bot.cli.main import main
 from engine.calibration import (
     CALIBRATION_FILE,
     SHIPPED,

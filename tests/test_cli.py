@@ -10,7 +10,7 @@ import sys
 import pytest
 from PIL import Image
 
-from bot.cli import main
+from bot.cli.main import main
 from tests.conftest import jpeg_bytes
 
 

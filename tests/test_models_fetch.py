@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
+from bot.cli.main import main
 from engine.errors import ChecksumMismatch, ConfigError, DownloadFailed
 from engine.neural.fetch import fetch_model, model_statuses, resolve_models
 from engine.neural.published import PUBLISHED, PublishedModel

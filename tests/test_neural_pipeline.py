@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("kornia", reason="the neural backends need the 'neural' extra (PyTorch)")
 
-from bot.cli import main
+from bot.cli.main import main
 from engine.config import CosplaceConfig, EngineConfig, LightglueConfig, NeuralConfig
 from engine.errors import IndexWeightsMismatch
 from engine.geo import haversine_m

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from bot.places import (
+from bot.chat.places import (
     POINT_RADIUS_M,
     AreaHint,
     Gazetteer,

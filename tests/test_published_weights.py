@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("kornia", reason="the neural extra (PyTorch, kornia) is not installed")
 
-from bot.cli import main
+from bot.cli.main import main
 from engine.config import EngineConfig, LightglueConfig, NeuralConfig, XfeatConfig
 from engine.descriptors.vlad import VOCABULARY_FILE
 from engine.errors import PublishedWeightsMissing, WeightsTampered, WeightsUnreadable

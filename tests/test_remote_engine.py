@@ -12,10 +12,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bot.chat.service import Answer, BotService, Requester
+from bot.chat.store import Store
 from bot.config import AppConfig, StoreConfig
-from bot.render import MapStyle
-from bot.service import Answer, BotService, Requester
-from bot.store import Store
+from bot.render.map import MapStyle
 from engine.async_engine import AsyncEngine
 from engine.config import EngineLimits, RemoteConfig
 from engine.errors import ConfigError, EngineBusy

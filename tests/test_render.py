@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.render import (
+from bot.render.map import (
     MapStyle,
     latlon_to_px,
     metres_per_px,

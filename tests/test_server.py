@@ -231,7 +231,7 @@ def test_geosleuth_serve_answers_then_stops_cleanly_on_sigterm(street_index, str
 
 def test_geosleuth_serve_refuses_to_start_without_a_token_or_an_index(tmp_path, street_index,
                                                                       capsys, monkeypatch):
-    from bot.cli import main
+    from bot.cli.main import main
 
     monkeypatch.delenv("GEOSLEUTH_SERVER_TOKENS", raising=False)
     assert main(["serve", "--index", str(street_index.index_path)]) == 2

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, Tally
+from bot.chat.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, Tally
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -161,7 +161,7 @@ def test_requests_pending_at_a_crash_are_reported_interrupted_after_restart(
         f"""
         import asyncio, os
         from pathlib import Path
-        from bot.store import Store
+        from bot.chat.store import Store
 
         async def main():
             store = await Store.open(Path({str(path)!r}))

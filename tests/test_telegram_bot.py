@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bot.adapters.errors import StartupFailed
+from bot.adapters.runner import run_bots
+from bot.chat.store import Store
 from bot.config import (
     AccessConfig,
     AppConfig,
@@ -23,10 +26,7 @@ from bot.config import (
     StoreConfig,
     TelegramConfig,
 )
-from bot.errors import StartupFailed
-from bot.render import MapStyle
-from bot.runner import run_bots
-from bot.store import Store
+from bot.render.map import MapStyle
 from engine.config import EngineConfig, EngineLimits
 from engine.errors import IndexMissing
 from engine.geo import haversine_m

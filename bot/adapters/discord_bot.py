@@ -22,12 +22,12 @@ import discord.http
 import yarl
 from discord import app_commands
 
+from bot.adapters.errors import StartupFailed, why_it_ended
+from bot.adapters.progress import EditPacer, progress_text
+from bot.chat.service import Answer, BotService, Refusal, Requester
+from bot.chat.store import Tally
 from bot.config import DiscordConfig
-from bot.errors import StartupFailed, why_it_ended
-from bot.format import AnswerSummary
-from bot.progress import EditPacer, progress_text
-from bot.service import Answer, BotService, Refusal, Requester
-from bot.store import Tally
+from bot.render.text import AnswerSummary
 from engine import Progress
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from bot.config import AppConfig
-from bot.render import render_map
+from bot.render.map import render_map
 from engine.errors import GeoSleuthError
 from engine.evaluation import split_every
 from engine.geo import haversine_m

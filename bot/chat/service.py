@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bot.chat.metrics import BotMetrics
+from bot.chat.places import gazetteer, parse_area_hint
+from bot.chat.ratelimit import RateLimiter
+from bot.chat.store import RequestRecord, Store, StoreError, Tally
 from bot.config import AppConfig
-from bot.format import AnswerSummary, reference_name, summarise_answer
-from bot.metrics import BotMetrics
-from bot.places import gazetteer, parse_area_hint
-from bot.ratelimit import RateLimiter
-from bot.render import render_map
-from bot.store import RequestRecord, Store, StoreError, Tally
+from bot.render.map import render_map
+from bot.render.text import AnswerSummary, reference_name, summarise_answer
 from engine import (
     AsyncEngine,
     EngineBusy,

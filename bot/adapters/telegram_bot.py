@@ -30,12 +30,12 @@ from telegram.ext import (
     filters,
 )
 
+from bot.adapters.errors import StartupFailed
+from bot.adapters.progress import EditPacer, progress_text
+from bot.chat.service import Answer, BotService, Refusal, Requester
+from bot.chat.store import Tally
 from bot.config import TelegramConfig
-from bot.errors import StartupFailed
-from bot.format import AnswerSummary
-from bot.progress import EditPacer, progress_text
-from bot.service import Answer, BotService, Refusal, Requester
-from bot.store import Tally
+from bot.render.text import AnswerSummary
 from engine import Progress
 
 log = logging.getLogger(__name__)

@@ -7,13 +7,13 @@ import contextlib
 import logging
 import signal
 
+from bot.adapters.discord_bot import DiscordAdapter
+from bot.adapters.errors import ServiceDied, why_it_ended
+from bot.adapters.telegram_bot import TelegramAdapter
+from bot.chat.places import gazetteer
+from bot.chat.service import BotService
+from bot.chat.store import Store
 from bot.config import AppConfig
-from bot.discord_bot import DiscordAdapter
-from bot.errors import ServiceDied, why_it_ended
-from bot.places import gazetteer
-from bot.service import BotService
-from bot.store import Store
-from bot.telegram_bot import TelegramAdapter
 from engine import AsyncEngine, ConfigError, GeoSleuthError, Locator
 from engine.errors import ReferenceIndexError
 from engine.remote import RemoteEngine

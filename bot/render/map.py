@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from staticmap import StaticMap
 
-from bot.tiles import TileSource
+from bot.render.tiles import TileSource
 from engine.drawing import INK, png_bytes, typeface
 from engine.geo import haversine_m
 from engine.results import LocateResult

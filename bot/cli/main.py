@@ -13,10 +13,10 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-from bot.bars import PhaseBars
+from bot.cli.bars import PhaseBars
+from bot.cli.ingest import add_ingest_parser
 from bot.config import AppConfig, load_config
-from bot.format import result_text, timings_text
-from bot.ingest_command import add_ingest_parser
+from bot.render.text import result_text, timings_text
 from engine.errors import ConfigError, GeoSleuthError, SearchAreaError
 from engine.geo import SearchArea, parse_bbox, parse_latlon
 
@@ -317,7 +317,7 @@ def _run_locate(args: argparse.Namespace, config: AppConfig) -> int:
     if args.map is None:
         return 0
     # After the answer is printed: a map that cannot be written must not cost the answer.
-    from bot.render import render_map
+    from bot.render.map import render_map
 
     try:
         args.map.write_bytes(render_map(result, config.map))
@@ -331,7 +331,7 @@ def _run_locate(args: argparse.Namespace, config: AppConfig) -> int:
 
 
 def _run_eval(args: argparse.Namespace, config: AppConfig) -> int:
-    from bot.evaluate import run_eval
+    from bot.cli.evaluate import run_eval
 
     if args.queries is None:
         raise GeoSleuthError("give QUERIES: a folder or CSV of photos with known positions")
@@ -344,7 +344,7 @@ def _run_eval(args: argparse.Namespace, config: AppConfig) -> int:
 
 
 def _run_demo(args: argparse.Namespace, config: AppConfig) -> int:
-    from bot.demo import run_demo
+    from bot.cli.demo import run_demo
 
     return run_demo(args.out, args.views, args.seed, config, PhaseBars())
 
@@ -365,7 +365,7 @@ def _run_bots(args: argparse.Namespace, config: AppConfig) -> int:
     import asyncio
 
     try:
-        from bot.runner import run_bots
+        from bot.adapters.runner import run_bots
     except ImportError as exc:  # a host set up for `geosleuth serve` only
         raise ConfigError(f"geosleuth bot needs the chat libraries ({exc.name} is missing):"
                           " pip install 'geosleuth[bots]'") from None

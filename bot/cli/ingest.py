@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from bot.bars import PhaseBars
+from bot.cli.bars import PhaseBars
 from bot.config import AppConfig
 from engine.errors import ConfigError
 from engine.ingest.config import SOURCE_DESCRIPTIONS

@@ -1,0 +1,1 @@
+"""The chat platforms (Telegram, Discord) and the `geosleuth bot` process that runs them."""

@@ -1,0 +1,1 @@
+"""The `geosleuth` command line: one short function per subcommand over the engine API."""

@@ -1,0 +1,1 @@
+"""What an answer looks like outside the engine: maps, wording, and case exports."""
