@@ -13,12 +13,13 @@ import inspect
 import logging
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.album import AlbumPhoto, AlbumResult, fuse
 from engine.config import EngineLimits
 from engine.errors import (
     Cancelled,
@@ -182,6 +183,13 @@ class AsyncEngine:
             job.cancel.set()
             self._discard(job)
             raise
+
+    async def fuse(self, photos: Sequence[AlbumPhoto]) -> AlbumResult:
+        """One answer for an album from its photos' own answers, by this engine's answer
+        model (cheap: no image work, so it runs on the loop, not behind the worker)."""
+        if self._locator is None:
+            raise EngineStopped()
+        return fuse(photos, self._locator.config.estimate, self._locator.curve)
 
     async def close(self) -> None:
         """Refuse new jobs, fail the waiting ones, finish the running batch, free the models."""

@@ -23,6 +23,34 @@ class DecodeConfig:
 
 
 @dataclass(frozen=True)
+class VideoConfig:
+    """How a video becomes a few photos: limits, sampling, scene change, usable-frame tests."""
+
+    max_bytes: int = 50_000_000
+    max_seconds: float = 120.0  # checked from the container first, then while decoding
+    max_pixels: int = 9_000_000  # per frame: 4096 x 2160 (4K) and smaller
+    max_frames: int = 8  # keyframes located per video; each costs one locate
+    sample_fps: float = 2.0  # frames looked at per second of video; the rest are only decoded
+    # Mean absolute difference (0-1) of 32 x 32 grey thumbnails from the last keyframe that
+    # makes a new one: consecutive Lund photos (5-15 m apart) differ by 0.09-0.21, a 10 px pan
+    # by 0.03, JPEG noise by 0.001 (engine/video.py).
+    scene_change: float = 0.08
+    # Where scene changes give fewer than max_frames (a slow walk changes gradually), usable
+    # frames farthest in time from every keyframe are added, at least this far from each.
+    fill_gap_s: float = 2.5
+    # A frame whose grey levels (0-255) vary less than this is black, white or a fade: Lund
+    # photos have 48-72, a fade to 10 % brightness 4.8.
+    min_contrast: float = 6.0
+    # Variance of the Laplacian at 320 px on the long side below which a frame is too blurred:
+    # Lund photos have 825-2047; blurred with a Gaussian of sigma 4 px at 1024 px, 23-52, 6 px 7-14.
+    min_sharpness: float = 20.0
+    keyframe_max_side: int = 1280  # keyframes are shrunk to this; the locator uses 1024 at most
+    # The decoding budget, against hostile files: frames decoded (or packets read), and seconds.
+    max_decoded_frames: int = 7_200  # 120 s at 60 fps
+    max_decode_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class VladConfig:
     clusters: int = 64
     dim: int = 512
@@ -177,6 +205,10 @@ class EstimateConfig:
     # Re-rank places by spatial consensus: verified references of other places within
     # `agreement_radius_m` add to a place's evidence, as its own agreeing members do.
     spatial_consensus: bool = False
+    # In an album (or a video's frames), what another photo's strongest count at a place adds
+    # to that place's evidence (its own agreeing references add a quarter): chosen with
+    # bench/bench_album.py on albums of real photos.
+    album_photo_weight: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -237,6 +269,7 @@ class EngineConfig:
     # photo with `sift`): a CPU query then verifies in a few hundred ms instead of seconds.
     store_reference_features: bool = True
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     vlad: VladConfig = field(default_factory=VladConfig)
     sift: SiftConfig = field(default_factory=SiftConfig)
     neural: NeuralConfig = field(default_factory=NeuralConfig)

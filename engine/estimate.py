@@ -30,6 +30,8 @@ class Verified:
     decisive: bool = True
     # How many times smaller the matched scene appears in the query than in the reference.
     view_scale: float = 1.0
+    # Which photo of an album (or frame of a video) saw it; a single photo is photo 0.
+    photo: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +127,10 @@ def estimate(
 ) -> Estimate:
     """The answer from verified candidates.
 
-    Each place (cluster) gets a probability of showing the query's scene from its strongest
-    inlier count, plus a quarter of its other members' counts (independent agreeing views);
-    with `spatial_consensus`, verified references of neighbouring places count as members.
+    Each place (cluster) gets a probability of showing the query's scene from its evidence
+    (`_evidence`: the strongest inlier count, plus agreeing views and, in an album, other
+    photos); with `spatial_consensus`, verified references of neighbouring places count as
+    members.
     Places compete: a place's posterior is its odds over one plus everyone's odds (at most one
     place is right, and "none of them" is the prior alternative). Places closer together than
     `agreement_radius_m` are one answer, not rivals: the confidence that the answer is right
@@ -139,12 +142,10 @@ def estimate(
     places = []
     for cluster in sorted({v.candidate.cluster for v in verified}):
         members = tuple(v for v in verified if v.candidate.cluster == cluster)
-        counts = sorted((v.inliers for v in members), reverse=True)
-        support = counts[1:]
-        if config.spatial_consensus:
-            support += _neighbours_inliers(verified, members, config.agreement_radius_m)
-        agreeing = sum(c for c in support if c >= curve.min_inliers)
-        places.append(_Place(members, _probability_same_place(counts[0] + agreeing / 4, curve)))
+        neighbours = (_neighbours_inliers(verified, members, config.agreement_radius_m)
+                      if config.spatial_consensus else [])
+        evidence = _evidence(members, neighbours, config, curve)
+        places.append(_Place(members, _probability_same_place(evidence, curve)))
     odds = [min(p.probability, 1 - 1e-6) / max(1 - p.probability, 1e-6) for p in places]
     total = 1.0 + sum(odds)
     ranked = sorted(zip(places, (o / total for o in odds), strict=True),
@@ -166,6 +167,24 @@ def estimate(
     answer = places[0]
     return Estimate(Status.LOCATED, answer.lat, answer.lon, confidence, answer.radius_m,
                     tuple(places[1: 1 + config.max_alternatives]), best)
+
+
+def _evidence(members: tuple[Verified, ...], neighbours: list[int], config: EstimateConfig,
+              curve: InlierCurve) -> float:
+    """A place's evidence on the curve's scale: its strongest inlier count, plus a quarter of
+    the other references that agree within that photo (views of one scene from one photo are
+    not independent), plus `album_photo_weight` of each other photo's strongest count there
+    (another photo of the scene is more independent evidence). One photo: the first two."""
+    by_photo: dict[int, list[int]] = {}
+    for v in members:
+        by_photo.setdefault(v.photo, []).append(v.inliers)
+    per_photo = sorted((sorted(counts, reverse=True) for counts in by_photo.values()),
+                       key=lambda counts: counts[0], reverse=True)
+    agreeing = [c for counts in per_photo for c in counts[1:]] + neighbours
+    other_photos = [counts[0] for counts in per_photo[1:]]
+    return (per_photo[0][0]
+            + sum(c for c in agreeing if c >= curve.min_inliers) / 4
+            + config.album_photo_weight * sum(c for c in other_photos if c >= curve.min_inliers))
 
 
 def _neighbours_inliers(

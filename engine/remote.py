@@ -20,6 +20,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -27,6 +29,7 @@ import numpy as np
 from PIL import Image
 from yarl import URL
 
+from engine.album import AlbumPhoto, AlbumResult, album_from_json
 from engine.async_engine import ProgressHandler
 from engine.config import RemoteConfig
 from engine.errors import (
@@ -151,6 +154,18 @@ class RemoteEngine:
             raise EngineFailed("the engine's answer ended before its result")
         finally:
             self._in_flight -= 1
+
+    async def fuse(self, photos: Sequence[AlbumPhoto]) -> AlbumResult:
+        """The album's answer by the server's answer model; each photo keeps the answer (with
+        its evidence) the server gave it."""
+        body = json.dumps({"photos": [
+            {"label": p.label, "time_s": p.time_s, "result": p.result.to_json()}
+            for p in photos
+        ]}).encode()
+        album = album_from_json(json.loads(await self._request("POST", "/v1/fuse", data=body)))
+        return replace(album, photos=tuple(
+            replace(fused, result=given.result)
+            for fused, given in zip(album.photos, photos, strict=True)))
 
     async def _get_json(self, path: str) -> dict[str, Any]:
         return json.loads(await self._request("GET", path))

@@ -8,6 +8,7 @@ import socket
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -16,6 +17,7 @@ from bot.chat.service import Answer, BotService, Requester
 from bot.chat.store import Store
 from bot.config import AppConfig, StoreConfig
 from bot.render.map import MapStyle
+from engine.album import AlbumPhoto, fuse
 from engine.async_engine import AsyncEngine
 from engine.config import EngineLimits, RemoteConfig
 from engine.errors import ConfigError, EngineBusy
@@ -267,3 +269,37 @@ def test_the_bots_answer_cache_notices_when_the_servers_index_changes(tmp_path, 
 
     assert _run(scenario) == [False, True, False, True]
     assert len(posts) == 2  # located again once, after the index changed
+
+
+def test_an_album_is_fused_by_the_servers_answer_model_and_keeps_each_photos_evidence(
+        street_index, street_queries):
+    photos = [jpeg_bytes(view.rgb) for view in street_queries[:3]]
+
+    async def scenario():
+        async with served(street_index) as (_, url), remote(url) as engine:
+            results = [await engine.locate(photo) for photo in photos]
+            album = await engine.fuse([AlbumPhoto(f"photo {i}", r)
+                                       for i, r in enumerate(results, 1)])
+            async with aiohttp.ClientSession(
+                    headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+                refused = []
+                for body in (b"not json", b'{"photos": 3}', b'{"photos": []}',
+                             json.dumps({"photos": [{"label": "x", "result": {}}]}).encode(),
+                             json.dumps({"photos": [{"label": str(i), "result":
+                                                     results[0].to_json()}
+                                                    for i in range(17)]}).encode()):
+                    async with session.post(url + "/v1/fuse", data=body) as response:
+                        refused.append((response.status, (await response.json())["error"]))
+            return results, album, refused
+
+    results, album, refused = _run(scenario)
+    locator = Locator.open(street_index)
+    try:
+        expected = fuse([AlbumPhoto(f"photo {i}", r) for i, r in enumerate(results, 1)],
+                        locator.config.estimate, locator.curve)
+    finally:
+        locator.close()
+    assert album.to_json() == expected.to_json()
+    assert [p.result.correspondences for p in album.photos] == [r.correspondences
+                                                                for r in results]
+    assert refused == [(400, "bad_request")] * 5

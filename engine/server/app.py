@@ -7,6 +7,8 @@ with `radius_km`), and `top_k`. It answers the JSON of `geosleuth locate --json`
 engine passes its stages, then `{"event": "result", ...}` (or `"error"`). An answer with
 verified correspondences names its evidence picture, `evidence.picture`: a
 `GET /v1/evidence/{id}` for the same token draws it while the photo is kept (`expires_in_s`).
+`POST /v1/fuse` joins answers already given, `{"photos": [{"label", "time_s", "result"}]}`,
+into one album answer (`engine.album`) by the server's answer model.
 
 A hostile or broken client gets a one-line refusal, never a traceback: the body is read only
 with room in the queue and among the uploads, within a deadline; pictures are drawn in a
@@ -30,12 +32,13 @@ from aiohttp.http_exceptions import BadHttpMessage
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from engine.album import AlbumPhoto
 from engine.async_engine import AsyncEngine
 from engine.config import DecodeConfig
 from engine.errors import ConfigError, EngineBusy, GeoSleuthError, SearchAreaError
 from engine.evidence_picture import render_result_evidence
 from engine.geo import SearchArea, parse_bbox, parse_latlon
-from engine.results import LocateResult, Progress
+from engine.results import LocateResult, Progress, result_from_json
 from engine.server.config import ServerConfig
 from engine.server.errors import (
     BadRequest,
@@ -88,6 +91,7 @@ def create_app(engine: AsyncEngine, config: ServerConfig, decode: DecodeConfig) 
     app[ENGINE_KEY] = engine
     app[METRICS_KEY] = ServerMetrics(lambda: engine.queue_length, lambda: evidence.size_bytes)
     app.router.add_post("/v1/locate", _locate)
+    app.router.add_post("/v1/fuse", _fuse)
     app.router.add_get("/v1/evidence/{evidence_id}", _evidence)
     app.router.add_get("/v1/health", _health)
     app.router.add_get("/v1/index", _index)
@@ -254,6 +258,23 @@ def _answer(request: web.Request, photo: bytes, result: LocateResult) -> dict[st
         answer["evidence"]["picture"] = f"/v1/evidence/{evidence_id}"
         answer["evidence"]["expires_in_s"] = store.ttl_s
     return answer
+
+
+async def _fuse(request: web.Request) -> web.Response:
+    """An album's answer from its photos' answers (as /v1/locate gave them)."""
+    most = request.app[SERVER_KEY].max_album_photos
+    try:
+        listed = (await request.json())["photos"]
+        photos = [AlbumPhoto(str(p["label"]), result_from_json(p["result"]),
+                             None if p.get("time_s") is None else float(p["time_s"]))
+                  for p in listed]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise BadRequest('the body must be {"photos": [{"label", "time_s", "result"}, ...]},'
+                         " each result as /v1/locate answered it") from None
+    if not 1 <= len(photos) <= most:
+        raise BadRequest(f"an album has 1 to {most} photos, not {len(photos)}")
+    album = await request.app[ENGINE_KEY].fuse(photos)
+    return web.json_response(album.to_json())
 
 
 async def _evidence(request: web.Request) -> web.Response:

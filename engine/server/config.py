@@ -20,6 +20,8 @@ class ServerConfig:
     # A client may ask to verify more candidates than [engine.search] top_k, up to this many:
     # each one costs a verification, so one client cannot make every photo cost 10 times more.
     max_top_k: int = 30
+    # Photos (or video frames) one POST /v1/fuse may join into an album answer.
+    max_album_photos: int = 16
     # Photos being received at once (each up to the decode limit in memory); one more is 503.
     max_uploads: int = 8
     upload_timeout_s: float = 30.0  # a body not received by then is cut off (408)
