@@ -266,6 +266,27 @@ def test_history_lists_a_chats_answered_requests_newest_first(tmp_path: Path) ->
     asyncio.run(scenario())
 
 
+def test_answers_for_export_are_one_chats_answered_requests_with_votes(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with await Store.open(tmp_path / "bot.sqlite") as store:
+            first, second = await _answered(store), await _answered(store)
+            await _start(store)
+            failed = await _start(store)
+            await store.fail_request(failed, "nope")
+            other = await _answered(store, "chat-2")
+            for voter, vote in (("v1", "confirm"), ("v2", "confirm"), ("v3", "dispute")):
+                await store.vote(second, voter, voter, vote)
+            await store.vote(other, "v1", "v1", "dispute")
+
+            answers = await store.answers_for_export("telegram", "chat-1")
+            assert [a.request_id for a in answers] == [first, second]  # oldest first
+            assert [(a.confirms, a.disputes) for a in answers] == [(0, 0), (2, 1)]
+            assert answers[0].user_name == "name-u1" and answers[0].result_json == '{"lat": 1}'
+            assert await store.answers_for_export("discord", "chat-1") == []
+
+    asyncio.run(scenario())
+
+
 def test_images_are_stored_only_when_keep_images_is_set(tmp_path: Path) -> None:
     async def scenario() -> None:
         path = tmp_path / "bot.sqlite"

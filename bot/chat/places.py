@@ -334,6 +334,12 @@ def _load_gazetteer() -> Gazetteer:
     return Gazetteer()
 
 
+def place_name(lat: float, lon: float) -> str | None:
+    """'Lund, Sweden (680 m)', or None far from any populated place."""
+    nearby = gazetteer().nearest_place(lat, lon)
+    return nearby.describe() if nearby else None
+
+
 def parse_area_hint(text: str, places: Gazetteer | None = None) -> AreaHint | None:
     """Read 'Amsterdam 5km', '52.37,4.89', 'near Lund 2 km', 'bbox W,S,E,N' as a search area.
 

@@ -125,6 +125,18 @@ class Tally:
 
 
 @dataclass(frozen=True)
+class RecordedAnswer:
+    """A finished request with its answer and vote counts: one entry of a case export."""
+
+    request_id: int
+    created_at: str  # UTC ISO 8601, as stored
+    user_name: str
+    result_json: str | None
+    confirms: int
+    disputes: int
+
+
+@dataclass(frozen=True)
 class StoreStats:
     """The figures behind the admins' /stats command."""
 
@@ -309,6 +321,19 @@ class Store:
             (platform, chat_id, limit),
         )
         return [_record(row) for row in rows]
+
+    async def answers_for_export(self, platform: Platform, chat_id: str) -> list[RecordedAnswer]:
+        """Every answered request of one chat, oldest first, with its votes counted (one query)."""
+        rows = await self._read(
+            "SELECT r.id, r.created_at, r.user_name, r.result_json,"
+            " count(f.id) FILTER (WHERE f.vote = 'confirm'),"
+            " count(f.id) FILTER (WHERE f.vote = 'dispute')"
+            " FROM requests AS r LEFT JOIN feedback AS f ON f.request_id = r.id"
+            " WHERE r.platform = ? AND r.chat_id = ? AND r.status = 'done'"
+            " GROUP BY r.id ORDER BY r.created_at, r.id",
+            (platform, chat_id),
+        )
+        return [RecordedAnswer(*row) for row in rows]
 
     async def forget_chat(self, platform: Platform, chat_id: str) -> int:
         """Erase everything kept about a chat; returns how many requests went."""

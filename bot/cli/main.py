@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bot.cli.bars import PhaseBars
+from bot.cli.history import add_history_parser
 from bot.cli.ingest import add_ingest_parser
 from bot.config import AppConfig, load_config
 from bot.render.text import result_text, timings_text
@@ -118,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_run_eval)
 
     add_ingest_parser(commands)
+    add_history_parser(commands)
 
     serve = commands.add_parser("serve", help="the engine over HTTP, for bots on other hosts")
     _add_index_option(serve, required=False)
