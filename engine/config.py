@@ -35,9 +35,9 @@ class VideoConfig:
     # makes a new one: consecutive Lund photos (5-15 m apart) differ by 0.09-0.21, a 10 px pan
     # by 0.03, JPEG noise by 0.001 (engine/video.py).
     scene_change: float = 0.08
-    # Where scene changes give fewer than max_frames (a slow walk changes gradually), usable
-    # frames farthest in time from every keyframe are added, at least this far from each.
-    fill_gap_s: float = 2.5
+    # Where scene changes give fewer keyframes than one per this many seconds (a slow walk
+    # changes gradually), usable frames farthest in time from every keyframe are added.
+    fill_every_s: float = 2.5
     # A frame whose grey levels (0-255) vary less than this is black, white or a fade: Lund
     # photos have 48-72, a fade to 10 % brightness 4.8.
     min_contrast: float = 6.0
@@ -48,6 +48,12 @@ class VideoConfig:
     # The decoding budget, against hostile files: frames decoded (or packets read), and seconds.
     max_decoded_frames: int = 7_200  # 120 s at 60 fps
     max_decode_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_seconds", "max_pixels", "max_frames", "sample_fps",
+                     "fill_every_s", "keyframe_max_side", "max_decoded_frames", "max_decode_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"'engine.video.{name}' must be positive")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class GeoSleuthError(Exception):
     """Base of every error the engine raises on purpose."""
@@ -69,6 +71,61 @@ class ImageTooSmall(ImageError):
             f"The image is {size[0]} x {size[1]} pixels, too small to locate (at least {min_side}"
             " on each side). Send the photo at its full size, not a thumbnail."
         )
+
+
+class VideoError(ImageError):
+    """The input could not be used as a video; an `ImageError`, so it is refused like a photo."""
+
+
+def _minutes(seconds: float) -> str:
+    """A duration as m:ss, the way a video player shows it."""
+    whole = math.ceil(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+class NotAVideo(VideoError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"This is not a video GeoSleuth can read ({detail}); send an MP4, MOV or"
+                         " WebM video.")
+
+
+class VideoTooLarge(VideoError):
+    def __init__(self, size_bytes: int, limit_bytes: int) -> None:
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
+        super().__init__(f"The video is {size_bytes / 1e6:.1f} MB, over the"
+                         f" {limit_bytes / 1e6:.1f} MB limit; send a shorter or smaller clip.")
+
+
+class VideoTooLong(VideoError):
+    def __init__(self, duration_s: float | None, limit_s: float) -> None:
+        self.duration_s = duration_s
+        self.limit_s = limit_s
+        length = "runs past" if duration_s is None else f"is {_minutes(duration_s)} long, over"
+        super().__init__(f"The video {length} the {_minutes(limit_s)} limit; send a shorter"
+                         " clip.")
+
+
+class VideoFramesTooLarge(VideoError):
+    def __init__(self, size: tuple[int, int], limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"The video's frames are {size[0]} x {size[1]} pixels, over the"
+                         f" {limit / 1e6:.1f}-megapixel limit; send it at 4K or lower.")
+
+
+class VideoTooSlow(VideoError):
+    """Decoding ran out of its budget: a hostile file, or a very high frame rate."""
+
+    def __init__(self, max_frames: int, max_seconds: float) -> None:
+        super().__init__(f"The video is too heavy to decode here (over {max_frames} frames or"
+                         f" {max_seconds:.0f} s of work); send a shorter or lower-resolution clip.")
+
+
+class NoUsableFrame(VideoError):
+    def __init__(self) -> None:
+        super().__init__("Every frame of the video is dark, uniform or blurred, so there is"
+                         " nothing to locate; send a clip with a clear view of the place.")
 
 
 class ReferenceIndexError(GeoSleuthError):
