@@ -15,6 +15,7 @@ from engine.errors import (
     IndexMissing,
     ReferenceIndexError,
     SearchAreaError,
+    VideoError,
 )
 from engine.evidence_picture import render_evidence, render_result_evidence
 from engine.geo import SearchArea
@@ -30,6 +31,7 @@ from engine.results import (
     Status,
     result_from_json,
 )
+from engine.video import Keyframe, keyframes
 
 __all__ = [
     "Alternative",
@@ -46,6 +48,7 @@ __all__ = [
     "GeoSleuthError",
     "ImageError",
     "IndexMissing",
+    "Keyframe",
     "LatLon",
     "LocateResult",
     "Locator",
@@ -56,7 +59,9 @@ __all__ = [
     "SearchAreaError",
     "Stage",
     "Status",
+    "VideoError",
     "decode_image",
+    "keyframes",
     "read_exif_gps",
     "render_evidence",
     "render_result_evidence",

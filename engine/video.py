@@ -3,7 +3,8 @@
 PyAV (FFmpeg) reads the video from memory. The container is recognised by its first bytes and
 opened with that demuxer alone (MP4/MOV, Matroska/WebM, GIF): FFmpeg's own probing would take a
 JPEG for a one-frame video, and every demuxer and decoder it may pick is attack surface.
-Frames are decoded in order, never seeking, and looked at `sample_fps` times a second.
+Frames are decoded in order, never seeking, and looked at `sample_fps` times a second; each
+usable one is kept as a JPEG until the choice is made (at most 240 of about 200 KB at 1280 px).
 
 Scene change is the mean absolute difference of 32 x 32 grey thumbnails. A colour histogram
 ignores layout, so a walk past facades of one colour would score almost nothing; the thumbnail
@@ -173,6 +174,9 @@ def _video_stream(container: av.container.InputContainer, config: VideoConfig
         declared.append(container.duration / av.time_base)
     if declared and max(declared) > config.max_seconds:
         raise VideoTooLong(max(declared), config.max_seconds)
+    # Frame threads as well as slice threads: decoding is most of a video's time, and in order;
+    # a 20 s 720p clip decodes 1.7 times as fast on two busy cores.
+    stream.thread_type = "AUTO"
     return stream
 
 
