@@ -50,7 +50,7 @@ _CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mjpeg", "gif
 # ISO base media brands of still images (HEIC, AVIF): an ftyp box, but a photo.
 _STILL_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif"})
 _MOV_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"styp"})
-_PHOTO_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"RIFF")
+_PHOTO_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # JPEG, PNG; WebP is RIFF....WEBP
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +112,14 @@ def _demuxer(head: bytes) -> str:
     """The FFmpeg demuxer for the container these first bytes start, or NotAVideo saying why."""
     if head[4:8] in _MOV_BOXES:
         if head[4:8] == b"ftyp" and head[8:12] in _STILL_BRANDS:
-            raise NotAVideo("it is a still photo; send it as a photo")
+            raise NotAVideo("it is a still photo")
         return "mov"
     if head.startswith(b"\x1a\x45\xdf\xa3"):
         return "matroska"
     if head.startswith((b"GIF87a", b"GIF89a")):
         return "gif"
-    if head.startswith(_PHOTO_MAGIC):
-        raise NotAVideo("it is a still photo; send it as a photo")
+    if head.startswith(_PHOTO_MAGIC) or (head.startswith(b"RIFF") and head[8:12] == b"WEBP"):
+        raise NotAVideo("it is a still photo")
     raise NotAVideo("it is not an MP4, MOV, WebM or GIF file")
 
 
