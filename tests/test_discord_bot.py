@@ -31,10 +31,12 @@ from bot.render.map import MapStyle
 from engine.config import EngineConfig, EngineLimits
 from engine.errors import IndexMissing
 from engine.geo import haversine_m
+from tests.case_files import geojson_features, kml_placemarks, kml_point
 from tests.conftest import jpeg_bytes
 from tests.fakes import telegram_api
 from tests.fakes.discord_api import (
     DEFAULT_BOT_PERMISSIONS,
+    Call,
     FakeDiscord,
     Permission,
     dm_channel,
@@ -524,3 +526,53 @@ def test_history_and_forget_are_per_channel_and_a_private_answer_is_its_askers_o
     assert alice_in_channel == "Deleted this channel's history (1 requests and their votes)."
     assert bob_in_dm == "Deleted your history (1 requests and their votes)."
     assert after == [nothing, nothing]
+
+
+async def _export(fake: FakeDiscord, guild: int | None, channel: int, member,
+                  options: dict | None = None) -> tuple[dict, Call | None]:
+    """/export's answer as the asker sees it, and the upload of its files (None if none)."""
+    interaction = fake.slash_command("export", guild, channel, member, options)
+    token = fake.interaction(interaction).token
+    [edit] = await fake.wait_for(lambda c: c.method == "PATCH" and token in c.path, timeout=30)
+    answer = fake.original_response(interaction)
+    assert answer is not None and answer["flags"] & 64, answer  # ephemeral: the asker's only
+    return answer, edit if edit.files else None
+
+
+def test_export_gives_a_channels_case_to_its_moderators_and_a_dm_its_own(
+        tmp_path, street_index, street_queries):
+    channel_view, bobs_view = street_queries[0], street_queries[2]
+
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as fake:
+            fake.add_channel(dm_channel(BOBS_DM, BOB))
+            fake.slash_command("locate", GUILD, CHANNEL, ALICE, attachment=(
+                jpeg_bytes(channel_view.rgb), "a.jpg", "image/jpeg"))
+            await fake.wait_for(lambda c: c.method == "PATCH" and bool(c.files), timeout=30)
+            # Bob's answer only he sees: his own history, never the channel's.
+            fake.slash_command("locate", GUILD, CHANNEL, BOB, {"private": True}, attachment=(
+                jpeg_bytes(bobs_view.rgb), "b.jpg", "image/jpeg"))
+            await fake.wait_for(lambda c: c.method == "PATCH" and bool(c.files), count=2,
+                                timeout=30)
+            return (await _export(fake, GUILD, CHANNEL, BOB),
+                    await _export(fake, GUILD, CHANNEL, ALICE),
+                    await _export(fake, None, BOBS_DM, BOB, {"format": "kml"}))
+
+    (refused, nothing), (channel, upload), (_, bobs) = _run(scenario)
+    assert refused["content"] == "Only this chat's admins can export its history."
+    assert nothing is None
+    assert channel["content"] == "This chat's case: 1 located answer."
+    names = sorted(upload.file_names.values())
+    assert [n.rsplit(".", 1)[1] for n in names] == ["geojson", "kml"]
+    assert names[0].startswith(f"geosleuth-discord-{CHANNEL}-")
+    [feature] = geojson_features(upload.file(names[0]).decode())
+    assert feature["properties"]["asked_by"] == "alice"  # bob's private answer is not here
+    lon, lat = feature["geometry"]["geometries"][0]["coordinates"]
+    assert haversine_m(channel_view.lat, channel_view.lon, lat, lon) <= 25
+    [placemark] = kml_placemarks(upload.file(names[1]))
+    assert kml_point(placemark) == pytest.approx((lon, lat), abs=1e-6)
+    [name] = bobs.file_names.values()
+    assert name.startswith(f"geosleuth-discord-dm_{BOB['user']['id']}-") and name.endswith(".kml")
+    [placemark] = kml_placemarks(bobs.file(name))
+    lon, lat = kml_point(placemark)
+    assert haversine_m(bobs_view.lat, bobs_view.lon, lat, lon) <= 25

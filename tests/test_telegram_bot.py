@@ -30,7 +30,8 @@ from bot.render.map import MapStyle
 from engine.config import EngineConfig, EngineLimits
 from engine.errors import IndexMissing
 from engine.geo import haversine_m
-from tests.conftest import jpeg_bytes
+from tests.case_files import geojson_features, kml_placemarks, kml_point
+from tests.conftest import STREET_CREDIT, jpeg_bytes
 from tests.fakes.telegram_api import FakeTelegram, group_chat, private_chat, user
 
 ALICE = user(1001, "Alice", "alice_osint")
@@ -600,6 +601,55 @@ def test_in_a_group_only_its_admins_may_forget(tmp_path, street_index):
     texts = _run(scenario)
     assert texts == ["Only this group's admins can delete its history.",
                      "Deleted this chat's history (0 requests and their votes)."]
+
+
+def test_export_sends_a_groups_case_to_its_admins_and_nothing_of_other_chats(
+        tmp_path, street_index, street_queries):
+    team_view, bobs_view = street_queries[0], street_queries[2]
+
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as tg:
+            tg.set_admins(TEAM, [ALICE])
+            photo = tg.send_photo(TEAM, ALICE, jpeg_bytes(team_view.rgb))
+            tg.send_text(TEAM, ALICE, "/locate", reply_to_message=photo["message"])
+            await tg.wait_for("sendPhoto", timeout=30)
+            tg.send_photo(private_chat(BOB), BOB, jpeg_bytes(bobs_view.rgb))
+            await tg.wait_for("sendPhoto", count=2, timeout=30)
+            tg.send_text(TEAM, BOB, "/export")
+            await tg.wait_for(lambda c: "admins can export" in c.params.get("text", ""))
+            tg.send_text(TEAM, ALICE, "/export")
+            team = await tg.wait_for("sendDocument", count=2, timeout=30)
+            tg.send_text(private_chat(BOB), BOB, "/export kml")
+            await tg.wait_for("sendDocument", count=3, timeout=30)
+            for text in ("/export shp", "/export"):
+                tg.send_text(private_chat(ALICE), ALICE, text)
+            await tg.wait_for(lambda c: c.params.get("chat_id") == ALICE["id"], count=2)
+            return team, tg.calls_to("sendDocument")[2], tg.calls
+
+    (geojson, kml), bobs, calls = _run(scenario)
+    assert geojson.params["chat_id"] == kml.params["chat_id"] == TEAM["id"]
+    assert re.fullmatch(rf"geosleuth-telegram-{TEAM['id']}-\d{{4}}-\d\d-\d\d\.geojson",
+                        geojson.file_names["document"])
+    assert kml.file_names["document"].endswith(".kml")
+    assert geojson.params["caption"] == "This chat's case: 1 located answer."
+    [feature] = geojson_features(geojson.files["document"].decode())
+    assert feature["properties"]["asked_by"] == "Alice"  # Bob's private answer is not here
+    lon, lat = feature["geometry"]["geometries"][0]["coordinates"]
+    assert haversine_m(team_view.lat, team_view.lon, lat, lon) <= 25
+    assert feature["properties"]["references"][0]["attribution"] == STREET_CREDIT
+    [placemark] = kml_placemarks(kml.files["document"])
+    assert kml_point(placemark) == pytest.approx((lon, lat), abs=1e-6)
+    assert bobs.params["chat_id"] == BOB["id"] and bobs.file_names["document"].endswith(".kml")
+    [bobs_placemark] = kml_placemarks(bobs.files["document"])
+    lon, lat = kml_point(bobs_placemark)
+    assert haversine_m(bobs_view.lat, bobs_view.lon, lat, lon) <= 25
+    said = [c.params["text"] for c in calls if c.method == "sendMessage"
+            and c.params["chat_id"] in (ALICE["id"], TEAM["id"])
+            and not c.params["text"].startswith("⏳")]  # the locate's progress message
+    assert said == ["Only this chat's admins can export its history.",
+                    "Unknown format 'shp': choose geojson, kml or csv (or none, for GeoJSON and"
+                    " KML).",
+                    "No photos have been located in this chat yet: there is nothing to export."]
 
 
 def test_a_bot_far_from_the_engine_answers_through_geosleuth_serve(tmp_path, street_index,

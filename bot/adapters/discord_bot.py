@@ -27,6 +27,7 @@ from bot.adapters.progress import EditPacer, progress_text
 from bot.chat.service import Answer, BotService, Refusal, Requester
 from bot.chat.store import Tally
 from bot.config import DiscordConfig
+from bot.render.export import FORMATS
 from bot.render.text import AnswerSummary
 from engine import Progress
 
@@ -48,7 +49,9 @@ HELP = (
     "• A photo already posted: right-click the message → Apps → Locate photo.\n\n"
     "I answer with a map, the coordinates, how sure I am, and the evidence."
     " /privacy says what I keep; /history lists this channel's recent results (in a DM, yours,"
-    " private answers included); /forget deletes them."
+    " private answers included); /forget deletes them.\n"
+    "• /export sends them as GeoJSON and KML files for map tools (QGIS, Google Earth), or"
+    " `format: csv` for a table; in a channel, for those who can manage its messages."
 )
 
 
@@ -136,6 +139,14 @@ def _declare_commands(tree: app_commands.CommandTree, handlers: DiscordHandlers)
     async def forget(interaction: discord.Interaction) -> None:
         await handlers.forget(interaction)
 
+    @tree.command(name="export", description="this channel's results as GeoJSON and KML files"
+                                             " (in a DM: yours)")
+    @app_commands.rename(fmt="format")
+    @app_commands.describe(fmt="only this format (default: GeoJSON and KML)")
+    @app_commands.choices(fmt=[app_commands.Choice(name=f, value=f) for f in FORMATS])
+    async def export(interaction: discord.Interaction, fmt: str | None = None) -> None:
+        await handlers.export(interaction, fmt)
+
     admin = app_commands.Group(name="geosleuth", description="GeoSleuth administration")
 
     @admin.command(name="stats", description="usage statistics (bot admins only)")
@@ -201,6 +212,22 @@ class DiscordHandlers:
         count = await self._service.forget(_requester(interaction))
         whose = "this channel's" if interaction.guild is not None else "your"
         await _tell(interaction, f"Deleted {whose} history ({count} requests and their votes).")
+
+    async def export(self, interaction: discord.Interaction, fmt: str | None) -> None:
+        """The case file, to the asker only: a channel's holds every member's questions and
+        names, and it was its moderators who asked for it, not the channel (as /history)."""
+        refusal = self._guild_refusal(interaction)
+        if refusal is not None:
+            await _refuse(interaction, refusal)
+            return
+        chat_admin = interaction.guild is not None and interaction.permissions.manage_messages
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        outcome = await self._service.export(_requester(interaction), fmt, chat_admin=chat_admin)
+        if isinstance(outcome, Refusal):
+            await interaction.edit_original_response(content=outcome.text)
+            return
+        files = [discord.File(io.BytesIO(data), filename=name) for name, data in outcome.files]
+        await interaction.edit_original_response(content=outcome.summary, attachments=files)
 
     # --- the locate flow -----------------------------------------------------------------
 

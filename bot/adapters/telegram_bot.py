@@ -47,6 +47,7 @@ COMMANDS = [
     BotCommand("history", "recent results in this chat"),
     BotCommand("privacy", "what is stored, and for how long"),
     BotCommand("forget", "delete this chat's history"),
+    BotCommand("export", "this chat's results as GeoJSON and KML (or: /export csv)"),
     BotCommand("help", "how to use GeoSleuth"),
 ]
 HELP = (
@@ -56,7 +57,9 @@ HELP = (
     "• Groups: reply to a photo with /locate, or mention me in the photo's caption.\n"
     "• Know the area? Add it: /locate Amsterdam, /locate 52.37,4.89 5km\n\n"
     "I answer with a map, the coordinates, how sure I am, and the evidence."
-    " /privacy says what I keep; /forget deletes this chat's history."
+    " /privacy says what I keep; /forget deletes this chat's history.\n\n"
+    "/export sends this chat's results as GeoJSON and KML files for map tools (QGIS, Google"
+    " Earth); /export csv for a table. In groups, for its admins."
 )
 UNSUPPORTED = {
     "sticker": "Stickers can't be located. Send a photo of the place.",
@@ -89,6 +92,7 @@ def build_application(
     app.add_handler(CommandHandler("privacy", bot.on_privacy))
     app.add_handler(CommandHandler("forget", bot.on_forget))
     app.add_handler(CommandHandler("history", bot.on_history))
+    app.add_handler(CommandHandler("export", bot.on_export))
     app.add_handler(CommandHandler("stats", bot.on_stats))
     app.add_handler(CommandHandler("locate", bot.on_locate_command))
     app.add_handler(MessageHandler(private & image, bot.on_photo))
@@ -132,6 +136,21 @@ class TelegramBot:
     async def on_history(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         text = await self._service.history_text(_requester(update))
         await _reply(update.effective_message, text, disable_preview=True)
+
+    async def on_export(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/export [geojson|kml|csv]: the chat's case file, one document per format."""
+        who = _requester(update)
+        message = update.effective_message
+        chat_admin = who.chat_type != ChatType.PRIVATE and await _is_chat_admin(update, context)
+        outcome = await self._service.export(who, " ".join(context.args or []) or None,
+                                             chat_admin=chat_admin)
+        if isinstance(outcome, Refusal):
+            await _reply(message, outcome.text)
+            return
+        for i, (name, data) in enumerate(outcome.files):
+            await message.reply_document(data, filename=name,
+                                         caption=outcome.summary if i == 0 else None,
+                                         do_quote=message.chat.type != ChatType.PRIVATE)
 
     async def on_stats(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await _reply(update.effective_message,

@@ -16,13 +16,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from bot.chat.metrics import BotMetrics
-from bot.chat.places import gazetteer, parse_area_hint
+from bot.chat.places import gazetteer, parse_area_hint, place_name
 from bot.chat.ratelimit import RateLimiter
-from bot.chat.store import RequestRecord, Store, StoreError, Tally
+from bot.chat.store import RecordedAnswer, RequestRecord, Store, StoreError, Tally
 from bot.config import AppConfig
+from bot.render.export import FORMATS, Case, export_filename, read_case, render
 from bot.render.map import render_map
 from bot.render.text import AnswerSummary, reference_name, summarise_answer
 from engine import (
@@ -74,6 +76,8 @@ class RefusalReason(StrEnum):
     BUSY = "busy"
     TIMEOUT = "timeout"
     ENGINE = "engine"
+    BAD_COMMAND = "bad_command"
+    NOTHING = "nothing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,14 @@ class Refusal:
 
 # What a follow-up on an unknown, forgotten or another chat's request gets: the same words.
 _GONE = Refusal(RefusalReason.ENGINE, "That answer is no longer available.")
+
+
+@dataclass(frozen=True, slots=True)
+class CaseExport:
+    """A chat's case file(s) for map tools, and a line saying what they hold."""
+
+    files: tuple[tuple[str, bytes], ...]  # (file name, contents)
+    summary: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +379,45 @@ class BotService:
         self._recent.drop({r.id for r in records})
         return await self._store.forget_chat(who.platform, who.chat_id)
 
+    async def export(self, who: Requester, fmt: str | None, *,
+                     chat_admin: bool) -> CaseExport | Refusal:
+        """The chat's case file for map tools: GeoJSON and KML, or only the format named.
+
+        A group's file holds every member's questions and names, so there only its admins
+        (`chat_admin`, as the platform knows them) and the bot's admins may; in a private chat
+        anyone. Admitted and rate-limited like a photo: it reads the chat's whole history.
+        """
+        outcome = await self._export(who, fmt, chat_admin)
+        if isinstance(outcome, Refusal):
+            self.metrics.refusals.labels(outcome.reason.value).inc()
+        return outcome
+
+    async def _export(self, who: Requester, fmt: str | None,
+                      chat_admin: bool) -> CaseExport | Refusal:
+        formats = (fmt.lower(),) if fmt else ("geojson", "kml")
+        if formats[0] not in FORMATS:
+            return Refusal(RefusalReason.BAD_COMMAND,
+                           f"Unknown format '{fmt[:20]}': choose {', '.join(FORMATS[:-1])} or"
+                           f" {FORMATS[-1]} (or none, for GeoJSON and KML).")
+        if who.chat_type != "private" and not (chat_admin or self.is_admin(who)):
+            return Refusal(RefusalReason.ACCESS, "Only this chat's admins can export its history.")
+        refusal = self._admission(who, None)
+        if refusal is not None:
+            return refusal
+        records = await self._store.answers_for_export(who.platform, who.chat_id)
+        if not records:
+            return Refusal(RefusalReason.NOTHING,
+                           "No photos have been located in this chat yet: there is nothing to"
+                           " export.")
+        case, files = await asyncio.to_thread(_case_files, who, records, formats)
+        located = len(case.located)
+        summary = f"This chat's case: {located} located answer{'s' * (located != 1)}"
+        if unplaced := len(case.answers) - located:
+            summary += f", {unplaced} without a place (listed in the CSV only)"
+        if case.skipped:
+            summary += f"; {case.skipped} kept answers could not be read and are left out"
+        return CaseExport(files, summary + ".")
+
     async def stats_text(self, who: Requester) -> str:
         if not self.is_admin(who):
             return "Only the bot's admins can see its statistics."
@@ -403,6 +454,15 @@ def _answer_key(engine_key: str, area: SearchArea | None) -> str:
     """What an answer depends on besides the photo: the engine (index, models, settings,
     calibration) and the search area. A change of either must not serve an old answer."""
     return hashlib.sha256(f"{engine_key}|{area!r}".encode()).hexdigest()
+
+
+def _case_files(who: Requester, records: list[RecordedAnswer], formats: tuple[str, ...]
+                ) -> tuple[Case, tuple[tuple[str, bytes], ...]]:
+    """Off the event loop: a long history takes a while to read and write."""
+    case = read_case(f"GeoSleuth: {who.platform} chat {who.chat_id}", records, place_name)
+    now = datetime.now(UTC)
+    return case, tuple((export_filename(who.platform, who.chat_id, fmt, now), render(case, fmt))
+                       for fmt in formats)
 
 
 def _summary(result: LocateResult, area_label: str | None) -> AnswerSummary:
