@@ -136,8 +136,11 @@ def fuse(photos: Sequence[AlbumPhoto], config: EstimateConfig,
     judged = tuple(_judged(i, photo, anchor, config) for i, photo in enumerate(photos))
     track = _track(judged, config)
     if track:
-        best = max((t.photo for t in track),
-                   key=lambda i: judged[i].result.confidence)
+        on_track = {t.photo for t in track}
+        judged = tuple(
+            replace(p, agrees=True, inliers=_strongest(p.result)) if i in on_track else p
+            for i, p in enumerate(judged))
+        best = max(on_track, key=lambda i: judged[i].result.confidence)
         own = judged[best].result
         return AlbumResult(Status.LOCATED, own.lat, own.lon, own.confidence, own.radius_m,
                            (), judged, track, best)
@@ -192,6 +195,11 @@ def _judged(index: int, photo: AlbumPhoto, anchor: tuple[float, float] | None,
     else:
         agrees = None
     return replace(photo, agrees=agrees, inliers=here)
+
+
+def _strongest(result: LocateResult) -> int:
+    best = result.best_match
+    return best.inliers or 0 if best is not None and best.decisive else 0
 
 
 def _track(photos: Sequence[AlbumPhoto], config: EstimateConfig) -> tuple[TrackPoint, ...]:

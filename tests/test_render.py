@@ -17,12 +17,17 @@ import pytest
 from PIL import Image
 
 from bot.render.map import (
+    DISAGREE,
+    ESTIMATE,
+    PHOTO,
     MapStyle,
     latlon_to_px,
     metres_per_px,
     px_to_latlon,
+    render_album_map,
     render_map,
 )
+from engine.album import AlbumPhoto, AlbumResult
 from engine.config import DecodeConfig
 from engine.evidence_picture import render_evidence, render_result_evidence
 from engine.geo import offset_latlon
@@ -265,3 +270,23 @@ def test_fetched_tiles_are_cached_on_disk(tmp_path: Path,
     assert len(agents) == fetched  # the second map came from the disk cache
     assert first == second
     assert list((tmp_path / "cache").rglob("*.tile"))
+
+
+def test_an_albums_map_numbers_each_photo_and_greys_the_one_placed_apart() -> None:
+    east = offset_latlon(LAT, LON, 120.0, 0.0)
+    west = offset_latlon(LAT, LON, -120.0, 0.0)
+    photos = (
+        AlbumPhoto("photo 1", replace(_result(), lat=west[0], lon=west[1]), agrees=True),
+        AlbumPhoto("photo 2", replace(_result(), lat=east[0], lon=east[1]), agrees=False),
+        AlbumPhoto("photo 3", _result(located=False)),
+    )
+    album = AlbumResult(Status.LOCATED, LAT, LON, 0.9, 30.0, (), photos, best_photo=0)
+    rgb = _decode(render_album_map(album, OFFLINE))
+    assert rgb.shape == (OFFLINE.height, OFFLINE.width, 3)
+    photo_x, _ = _centroid(rgb, PHOTO)
+    apart_x, _ = _centroid(rgb, DISAGREE, tol=8)
+    estimate_x, _ = _centroid(rgb, ESTIMATE)
+    assert photo_x < estimate_x < apart_x  # west, the answer, east: each where it lies
+    nothing = AlbumResult(Status.NO_MATCH, None, None, 0.1, None, (), photos[2:])
+    assert _decode(render_album_map(nothing, OFFLINE)).shape[:2] == (OFFLINE.height,
+                                                                     OFFLINE.width)

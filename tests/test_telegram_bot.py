@@ -184,8 +184,8 @@ def _bad_inputs(tg: FakeTelegram, chat) -> list[str]:
     tg.send_document(chat, ALICE, b"%PDF-1.7 a report", "report.pdf", "application/pdf")
     tg.send_document(chat, ALICE, corrupt, "broken.jpg", "image/jpeg")
     tg.send_document(chat, ALICE, huge.getvalue(), "huge.jpg", "image/jpeg")
-    return ["Stickers can't be located", "Videos can't be located", "Animations can't be located",
-            "not an image", "truncated or corrupt", "megapixels"]
+    return ["Stickers can't be located", "not a video GeoSleuth can read", "not an image",
+            "truncated or corrupt", "megapixels"]
 
 
 def test_every_bad_input_gets_a_clear_answer(tmp_path, street_index):
@@ -196,6 +196,9 @@ def test_every_bad_input_gets_a_clear_answer(tmp_path, street_index):
                               and "megapixels" in c.params.get("text", ""), timeout=30)
             await tg.wait_for(lambda c: c.method == "editMessageText"
                               and "corrupt" in c.params.get("text", ""), timeout=30)
+            # The video and the GIF (an animation): neither is a video the fake's bytes make.
+            await tg.wait_for(lambda c: c.method == "editMessageText"
+                              and "not a video" in c.params.get("text", ""), count=2, timeout=30)
             return expected, [c.params.get("text", "") for c in _answers(tg, ALICE["id"])]
 
     expected, texts = _run(scenario)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from bot.chat.service import PartProgress, ProgressEvent
 from engine import Progress, Stage
 
 STAGE_TEXT = {
@@ -15,8 +16,17 @@ STAGE_TEXT = {
 MIN_EDIT_INTERVAL_S = 1.0
 
 
-def progress_text(event: Progress) -> str | None:
+def progress_text(event: ProgressEvent) -> str | None:
     """What the progress message says for `event`; None at "done" (the answer replaces it)."""
+    if isinstance(event, str):
+        return event
+    if isinstance(event, PartProgress):
+        text = progress_text(event.event)
+        return None if text is None else f"{event.label} ({event.index}/{event.count}): {text}"
+    return _stage_text(event)
+
+
+def _stage_text(event: Progress) -> str | None:
     if event.stage is Stage.QUEUED:
         return f"⏳ Queued, position {event.position}…"
     if event.stage is Stage.VERIFYING:

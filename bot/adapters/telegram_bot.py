@@ -31,17 +31,19 @@ from telegram.ext import (
 )
 
 from bot.adapters.errors import StartupFailed
+from bot.adapters.media_groups import Joined, MediaGroups
 from bot.adapters.progress import EditPacer, progress_text
-from bot.chat.service import Answer, BotService, Refusal, Requester
+from bot.chat.service import Answer, BotService, ProgressEvent, Refusal, Requester, Upload
 from bot.chat.store import Tally
 from bot.config import TelegramConfig
 from bot.render.text import AnswerSummary
-from engine import Progress
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "telegram"
 CAPTION_LIMIT = 1024
+# The Bot API's getFile serves files up to 20 MB: a larger video cannot be fetched at all.
+DOWNLOAD_LIMIT = 20 * 1024 * 1024
 COMMANDS = [
     BotCommand("locate", "where was this photo taken? (reply to a photo; optional area)"),
     BotCommand("history", "recent results in this chat"),
@@ -55,7 +57,10 @@ HELP = (
     " geotagged reference photos.\n\n"
     "• Private chat: just send the photo. Sending it as a file keeps its metadata.\n"
     "• Groups: reply to a photo with /locate, or mention me in the photo's caption.\n"
-    "• Know the area? Add it: /locate Amsterdam, /locate 52.37,4.89 5km\n\n"
+    "• Know the area? Add it: /locate Amsterdam, /locate 52.37,4.89 5km\n"
+    "• Several photos of one place? Send them as one album: I answer once, from all of them.\n"
+    "• A video (or a GIF): I locate its clearest frames and say which placed it; a walk gets"
+    " a track.\n\n"
     "I answer with a map, the coordinates, how sure I am, and the evidence."
     " /privacy says what I keep; /forget deletes this chat's history.\n\n"
     "/export sends this chat's results as GeoJSON and KML files for map tools (QGIS, Google"
@@ -63,10 +68,8 @@ HELP = (
 )
 UNSUPPORTED = {
     "sticker": "Stickers can't be located. Send a photo of the place.",
-    "video": "Videos can't be located yet. Send a still photo (a screenshot of a frame works).",
-    "animation": "Animations can't be located. Send a still photo (a screenshot of a frame"
-                 " works).",
-    "document": "That file is not an image. Send a JPEG, PNG, WebP or HEIC photo.",
+    "document": "That file is not an image or a video. Send a JPEG, PNG, WebP or HEIC photo, or"
+                " an MP4, MOV or WebM video.",
 }
 
 
@@ -87,6 +90,9 @@ def build_application(
     private = filters.ChatType.PRIVATE
     groups = filters.ChatType.GROUPS
     image = filters.PHOTO | filters.Document.IMAGE
+    video = (filters.VIDEO | filters.VIDEO_NOTE | filters.ANIMATION
+             | filters.Document.VIDEO | filters.Document.MimeType("image/gif"))
+    mentioned = filters.CaptionEntity(MessageEntity.MENTION)
     app.add_handler(TypeHandler(Update, bot.on_any_update), group=-1)  # counted, then handled
     app.add_handler(CommandHandler(["start", "help"], bot.on_help))
     app.add_handler(CommandHandler("privacy", bot.on_privacy))
@@ -95,12 +101,14 @@ def build_application(
     app.add_handler(CommandHandler("export", bot.on_export))
     app.add_handler(CommandHandler("stats", bot.on_stats))
     app.add_handler(CommandHandler("locate", bot.on_locate_command))
+    # An album's photos come as messages of one media group; in a group only the first part
+    # carries the caption that mentions the bot, so every part is gathered, then judged.
+    app.add_handler(MessageHandler(image & _IN_ALBUM, bot.on_album_part))
     app.add_handler(MessageHandler(private & image, bot.on_photo))
-    app.add_handler(MessageHandler(groups & image & filters.CaptionEntity(MessageEntity.MENTION),
-                                   bot.on_group_photo))
+    app.add_handler(MessageHandler(groups & image & mentioned, bot.on_group_photo))
+    app.add_handler(MessageHandler(private & video, bot.on_video))
+    app.add_handler(MessageHandler(groups & video & mentioned, bot.on_group_video))
     app.add_handler(MessageHandler(private & filters.Sticker.ALL, bot.on_sticker))
-    app.add_handler(MessageHandler(private & (filters.VIDEO | filters.VIDEO_NOTE), bot.on_video))
-    app.add_handler(MessageHandler(private & filters.ANIMATION, bot.on_animation))
     app.add_handler(MessageHandler(private & filters.Document.ALL, bot.on_other_document))
     app.add_handler(MessageHandler(private & filters.TEXT & ~filters.COMMAND, bot.on_help))
     app.add_handler(CallbackQueryHandler(bot.on_button))
@@ -108,9 +116,20 @@ def build_application(
     return app
 
 
+class _InAlbum(filters.MessageFilter):
+    """A message that is one part of an album (a media group)."""
+
+    def filter(self, message: Message) -> bool:
+        return message.media_group_id is not None
+
+
+_IN_ALBUM = _InAlbum()
+
+
 class TelegramBot:
     def __init__(self, service: BotService) -> None:
         self._service = service
+        self._albums: MediaGroups[Message] = MediaGroups()
 
     async def on_any_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         self._service.metrics.updates.labels("telegram").inc()
@@ -160,9 +179,12 @@ class TelegramBot:
         """/locate [area] as a reply to a photo (groups and private chats)."""
         message = update.effective_message
         target = message.reply_to_message
+        if target is not None and _video_of(target) is not None:
+            await self._locate_video(update, target, " ".join(context.args or []))
+            return
         if target is None or not (target.photo or _is_image_document(target)):
-            await _reply(message, "Reply to a photo with /locate (optionally with an area, e.g."
-                                  " /locate Amsterdam), or send me the photo directly.")
+            await _reply(message, "Reply to a photo or a video with /locate (optionally with an"
+                                  " area, e.g. /locate Amsterdam), or send it to me directly.")
             return
         await self._locate(update, target, " ".join(context.args or []))
 
@@ -176,21 +198,44 @@ class TelegramBot:
     async def on_group_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A photo in a group is ours only if its caption mentions this bot (privacy mode)."""
         message = update.effective_message
-        mention = f"@{context.bot.username}".lower()
-        mentions = message.parse_caption_entities([MessageEntity.MENTION]).values()
-        if mention not in (m.lower() for m in mentions):
+        if not _mentions(message, context.bot.username):
             return
         hint, explicit = _caption_hint(message, context.bot.username)
         await self._locate(update, message, hint, hint_is_explicit=explicit)
 
-    async def on_sticker(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await _reply(update.effective_message, UNSUPPORTED["sticker"])
+    async def on_album_part(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """One photo of an album: the first part's handler answers for the whole album."""
+        message = update.effective_message
+        joined = self._albums.join((message.chat_id, message.media_group_id), message)
+        if joined is Joined.LATER:
+            return
+        if joined is Joined.FULL:
+            parts = [message]
+        else:
+            parts = await self._albums.gather((message.chat_id, message.media_group_id))
+        captioned = next((p for p in parts if p.caption), parts[0])
+        if message.chat.type != ChatType.PRIVATE and not _mentions(captioned,
+                                                                  context.bot.username):
+            return  # a group's album not addressed to this bot
+        hint, explicit = _caption_hint(captioned, context.bot.username)
+        if len(parts) == 1:
+            await self._locate(update, parts[0], hint, hint_is_explicit=explicit)
+        else:
+            await self._locate_album(update, parts, hint, hint_is_explicit=explicit)
 
     async def on_video(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await _reply(update.effective_message, UNSUPPORTED["video"])
+        message = update.effective_message
+        hint, explicit = _caption_hint(message, context.bot.username)
+        await self._locate_video(update, message, hint, hint_is_explicit=explicit)
 
-    async def on_animation(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await _reply(update.effective_message, UNSUPPORTED["animation"])
+    async def on_group_video(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A video in a group is ours only if its caption mentions this bot."""
+        message = update.effective_message
+        if _mentions(message, context.bot.username):
+            await self.on_video(update, context)
+
+    async def on_sticker(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await _reply(update.effective_message, UNSUPPORTED["sticker"])
 
     async def on_other_document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await _reply(update.effective_message, UNSUPPORTED["document"])
@@ -220,6 +265,67 @@ class TelegramBot:
             await progress.finish(outcome.text)
             return
         await self._send_answer(photo_message, outcome)
+        await progress.delete()
+
+    async def _locate_album(self, update: Update, parts: list[Message], hint: str, *,
+                            hint_is_explicit: bool) -> None:
+        """Several photos of one place, one answer (one try against the rate limits)."""
+        who = _requester(update)
+        attachments = [p.photo[-1] if p.photo else p.document for p in parts]
+        refusal = self._service.admit(who, max(a.file_size or 0 for a in attachments))
+        if refusal is not None:
+            await _reply(parts[0], refusal.text)
+            return
+        progress = _ProgressMessage(await _reply(parts[0],
+                                                 f"⏳ Queued ({len(parts)} photos)…"))
+        uploads = []
+        for i, attachment in enumerate(attachments, 1):
+            try:
+                file = await attachment.get_file()
+                uploads.append(Upload(f"photo {i}", bytes(await file.download_as_bytearray())))
+            except TelegramError as exc:
+                await progress.finish(f"I couldn't download photo {i} from Telegram ({exc})."
+                                      " Please send the album again.")
+                return
+        outcome = await self._service.locate_album(who, uploads, hint, progress.update,
+                                                   hint_is_explicit=hint_is_explicit)
+        if isinstance(outcome, Refusal):
+            await progress.finish(outcome.text)
+            return
+        await self._send_answer(parts[0], outcome)
+        await progress.delete()
+
+    async def _locate_video(self, update: Update, message: Message, hint: str, *,
+                            hint_is_explicit: bool = True) -> None:
+        who = _requester(update)
+        video = _video_of(message)
+        assert video is not None
+        if (video.file_size or 0) > DOWNLOAD_LIMIT:
+            await _reply(update.effective_message,
+                         f"That video is {video.file_size / 1e6:.0f} MB; Telegram lets bots"
+                         f" fetch files up to {DOWNLOAD_LIMIT / 1e6:.0f} MB. Send a shorter"
+                         " clip, or a screenshot of its clearest frame.")
+            return
+        # Read from the raw object: PTB's `duration` property warns of a change of type.
+        refusal = self._service.admit_video(who, video.file_size,
+                                            video.to_dict().get("duration"))
+        if refusal is not None:
+            await _reply(update.effective_message, refusal.text)
+            return
+        progress = _ProgressMessage(await _reply(message, "⏳ Queued (a video)…"))
+        try:
+            file = await video.get_file()
+            data = bytes(await file.download_as_bytearray())
+        except TelegramError as exc:
+            await progress.finish(f"I couldn't download that video from Telegram ({exc})."
+                                  " Please send it again.")
+            return
+        outcome = await self._service.locate_video(who, data, hint, progress.update,
+                                                   hint_is_explicit=hint_is_explicit)
+        if isinstance(outcome, Refusal):
+            await progress.finish(outcome.text)
+            return
+        await self._send_answer(message, outcome)
         await progress.delete()
 
     async def _send_answer(self, photo_message: Message, answer: Answer) -> None:
@@ -348,7 +454,7 @@ class _ProgressMessage:
         self._message = message
         self._pacer = EditPacer(message.text or "")
 
-    async def update(self, event: Progress) -> None:
+    async def update(self, event: ProgressEvent) -> None:
         text = progress_text(event)
         if text is not None and self._pacer.ready(text):
             await self._edit(text)
@@ -380,6 +486,22 @@ async def _is_chat_admin(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     member = await context.bot.get_chat_member(update.effective_chat.id,
                                                update.effective_user.id)
     return member.status in ("administrator", "creator")
+
+
+def _mentions(message: Message, bot_username: str | None) -> bool:
+    """Whether the message's caption mentions this bot."""
+    mention = f"@{bot_username}".lower()
+    mentions = message.parse_caption_entities([MessageEntity.MENTION]).values()
+    return mention in (m.lower() for m in mentions)
+
+
+def _video_of(message: Message):  # -> Video | VideoNote | Animation | Document | None
+    """The message's video, video note, animation (GIFs arrive as MP4), or video file."""
+    document = message.document
+    if document is not None and ((document.mime_type or "").startswith("video/")
+                                 or document.mime_type == "image/gif"):
+        return document
+    return message.video or message.video_note or message.animation
 
 
 def _is_image_document(message: Message) -> bool:
@@ -424,7 +546,8 @@ def _caption(summary: AnswerSummary, *, cached: bool = False, tally: Tally | Non
     e = html.escape
     lines: list[str] = []
     if summary.located:
-        lines.append(f"📍 <b>Located</b>: <code>{e(summary.coordinates or '')}</code>")
+        lines.append(f"📍 <b>{e(summary.headline)}</b>:"
+                     f" <code>{e(summary.coordinates or '')}</code>")
         lines.append(e(summary.dms or ""))
         lines.append(f"Confidence <b>{e(summary.confidence)}</b>, {e(summary.radius or '')}")
         if summary.place:
@@ -432,8 +555,10 @@ def _caption(summary: AnswerSummary, *, cached: bool = False, tally: Tally | Non
         lines.append(f'<a href="{e(summary.osm_url or "")}">OpenStreetMap</a> · '
                      f'<a href="{e(summary.google_url or "")}">Google Maps</a>')
     else:
-        lines.append(f"❔ <b>No confident match</b> (best {e(summary.confidence)})")
+        lines.append(f"❔ <b>{e(summary.headline)}</b> (best {e(summary.confidence)})")
         lines.append(e(summary.advice or ""))
+    details = [e(line) for line in summary.details]
+    lines += details
     if summary.reference:
         reference = e(summary.reference)
         if summary.reference_url:
@@ -453,7 +578,10 @@ def _caption(summary: AnswerSummary, *, cached: bool = False, tally: Tally | Non
     if summary.attribution:
         lines.append(f"Imagery: {e(summary.attribution)}")
     lines = [line for line in lines if line]
-    # Too long (long names, many voters): drop whole lines from the end, never cut a tag.
+    # Too long: an album's photo lines go first (the map shows each photo), last line first...
+    while len("\n".join(lines)) > CAPTION_LIMIT and details:
+        lines.remove(details.pop())
+    # ... then (long names, many voters) whole lines from the end, never cut a tag.
     while len("\n".join(lines)) > CAPTION_LIMIT and len(lines) > 3:
         lines.pop()
     return "\n".join(lines)

@@ -10,23 +10,30 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from bot.chat.metrics import BotMetrics
-from bot.chat.places import gazetteer, parse_area_hint, place_name
+from bot.chat.places import AreaHint, gazetteer, parse_area_hint, place_name
 from bot.chat.ratelimit import RateLimiter
 from bot.chat.store import RecordedAnswer, RequestRecord, Store, StoreError, Tally
 from bot.config import AppConfig
 from bot.render.export import FORMATS, Case, export_filename, read_case, render
-from bot.render.map import render_map
-from bot.render.text import AnswerSummary, reference_name, summarise_answer
+from bot.render.map import render_album_map, render_map
+from bot.render.text import (
+    AnswerSummary,
+    clock,
+    reference_name,
+    summarise_album,
+    summarise_answer,
+)
 from engine import (
     AsyncEngine,
     EngineBusy,
@@ -41,11 +48,27 @@ from engine import (
     render_result_evidence,
     result_from_json,
 )
+from engine.album import AlbumPhoto, AlbumResult, album_from_json, is_album_json
 from engine.remote import RemoteEngine
+from engine.video import keyframes
 
 log = logging.getLogger(__name__)
 
-ProgressHandler = Callable[[Progress], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class PartProgress:
+    """Progress of one photo of an album, or one frame of a video."""
+
+    label: str
+    index: int  # from 1
+    count: int
+    event: Progress
+
+
+# A stage of the engine, one photo's of an album, or a step of the service's own in words.
+ProgressEvent = Progress | PartProgress | str
+ProgressHandler = Callable[[ProgressEvent], Awaitable[None] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +125,18 @@ class CaseExport:
 @dataclass(frozen=True, slots=True)
 class Answer:
     request_id: int
-    result: LocateResult
+    result: LocateResult | AlbumResult  # both say status, lat, lon, radius_m, confidence
     summary: AnswerSummary
     map_png: bytes
     cached: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """One photo of an album as the adapter received it; `label` names it to the user."""
+
+    label: str
+    data: bytes
 
 
 class _RecentPhotos:
@@ -145,6 +176,7 @@ class BotService:
         self._per_user = RateLimiter(limits.user_requests, limits.user_window_s)
         self._per_chat = RateLimiter(limits.chat_requests, limits.chat_window_s)
         self._recent = _RecentPhotos(config.service.recent_photos_bytes)
+        self._video_slot = asyncio.Semaphore(1)
         self.metrics = BotMetrics()
 
     # --- access and limits ---------------------------------------------------------------
@@ -175,6 +207,31 @@ class BotService:
         if refusal is not None:
             self.metrics.refusals.labels(refusal.reason.value).inc()
         return refusal
+
+    def admit_video(self, who: Requester, file_size: int | None,
+                    duration_s: float | None) -> Refusal | None:
+        """Before downloading a video: its size and length against [engine.video] (as the
+        platform reports them; the file itself is checked again), then as a photo."""
+        video = self._config.engine.video
+        refusal = None
+        if file_size is not None and file_size > video.max_bytes:
+            refusal = Refusal(RefusalReason.TOO_LARGE,
+                              f"That video is {file_size / 1e6:.1f} MB; the limit is"
+                              f" {video.max_bytes / 1e6:.0f} MB. Send a shorter clip, or a"
+                              " screenshot of its clearest frame.")
+        elif duration_s is not None and duration_s > video.max_seconds:
+            refusal = Refusal(RefusalReason.TOO_LARGE,
+                              f"That video is {clock(duration_s, tenths=False)} long; the limit"
+                              f" is {clock(video.max_seconds, tenths=False)}. Send a shorter"
+                              " clip, or a screenshot of its clearest frame.")
+        if refusal is not None:
+            self.metrics.refusals.labels(refusal.reason.value).inc()
+            return refusal
+        return self.admit(who, None)
+
+    @property
+    def max_video_bytes(self) -> int:
+        return self._config.engine.video.max_bytes
 
     def _admission(self, who: Requester, file_size: int | None) -> Refusal | None:
         refusal = self.check_access(who)
@@ -216,6 +273,42 @@ class BotService:
         """
         started = time.perf_counter()
         outcome = await self._locate(who, image, area_hint, on_progress, hint_is_explicit)
+        return self._counted(outcome, started)
+
+    async def locate_album(
+        self,
+        who: Requester,
+        photos: Sequence[Upload],
+        area_hint: str | None = None,
+        on_progress: ProgressHandler | None = None,
+        *,
+        hint_is_explicit: bool = True,
+    ) -> Answer | Refusal:
+        """Several admitted photos of one place as one request (one history line, one try
+        against the rate limits): each is located, then their evidence is fused into one
+        answer. A photo that cannot be read is named in the answer; all of them, a refusal."""
+        started = time.perf_counter()
+        digest = _joint_digest("album", [p.data for p in photos])
+        outcome = await self._locate_album(who, photos, [None] * len(photos), digest,
+                                           area_hint, on_progress, hint_is_explicit)
+        return self._counted(outcome, started)
+
+    async def locate_video(
+        self,
+        who: Requester,
+        video: bytes,
+        area_hint: str | None = None,
+        on_progress: ProgressHandler | None = None,
+        *,
+        hint_is_explicit: bool = True,
+    ) -> Answer | Refusal:
+        """An admitted video: a few keyframes chosen by scene change, located as an album
+        whose photos carry their times (frames that move in order answer with a track)."""
+        started = time.perf_counter()
+        outcome = await self._locate_video(who, video, area_hint, on_progress, hint_is_explicit)
+        return self._counted(outcome, started)
+
+    def _counted(self, outcome: Answer | Refusal, started: float) -> Answer | Refusal:
         if isinstance(outcome, Refusal):
             self.metrics.refusals.labels(outcome.reason.value).inc()
         else:
@@ -224,15 +317,19 @@ class BotService:
         self.metrics.answer_seconds.observe(time.perf_counter() - started)  # a refusal answers too
         return outcome
 
+    def _search_area(self, area_hint: str | None,
+                     hint_is_explicit: bool) -> AreaHint | Refusal | None:
+        try:
+            return parse_area_hint(area_hint or "")
+        except SearchAreaError as exc:
+            return Refusal(RefusalReason.BAD_AREA, str(exc)) if hint_is_explicit else None
+
     async def _locate(self, who: Requester, image: bytes, area_hint: str | None,
                       on_progress: ProgressHandler | None,
                       hint_is_explicit: bool) -> Answer | Refusal:
-        try:
-            hint = parse_area_hint(area_hint or "")
-        except SearchAreaError as exc:
-            if hint_is_explicit:
-                return Refusal(RefusalReason.BAD_AREA, str(exc))
-            hint = None
+        hint = self._search_area(area_hint, hint_is_explicit)
+        if isinstance(hint, Refusal):
+            return hint
         if self._engine is None:
             return Refusal(RefusalReason.ENGINE, self._engine_error or "The engine is not running.")
         digest = hashlib.sha256(image).hexdigest()
@@ -266,6 +363,82 @@ class BotService:
         map_png = await asyncio.to_thread(render_map, result, self._config.map)
         return Answer(request_id, result, summary, map_png, cached is not None)
 
+    async def _locate_video(self, who: Requester, video: bytes, area_hint: str | None,
+                            on_progress: ProgressHandler | None,
+                            hint_is_explicit: bool) -> Answer | Refusal:
+        if on_progress is not None:
+            await _emit(on_progress, "🎞 Choosing frames from the video…")
+        try:
+            async with self._video_slot:  # decoding is CPU work: one video at a time
+                frames = await asyncio.to_thread(keyframes, video, self._config.engine.video)
+        except GeoSleuthError as exc:
+            return Refusal(_reason_for(exc), str(exc))
+        uploads = [Upload(clock(f.time_s), f.image) for f in frames]
+        return await self._locate_album(who, uploads, [f.time_s for f in frames],
+                                        _joint_digest("video", [video]), area_hint,
+                                        on_progress, hint_is_explicit)
+
+    async def _locate_album(self, who: Requester, uploads: Sequence[Upload],
+                            times: Sequence[float | None], digest: str,
+                            area_hint: str | None, on_progress: ProgressHandler | None,
+                            hint_is_explicit: bool) -> Answer | Refusal:
+        hint = self._search_area(area_hint, hint_is_explicit)
+        if isinstance(hint, Refusal):
+            return hint
+        if self._engine is None:
+            return Refusal(RefusalReason.ENGINE, self._engine_error or "The engine is not running.")
+        request_id = await self._store.start_request(
+            who.platform, who.chat_id, who.user_id, who.user_name, who.chat_type, digest, None)
+        area = hint.area if hint else None
+        answer_key = _answer_key(await self._engine.current_answer_key(), area)
+        outcomes = await asyncio.gather(*(
+            self._locate_part(upload, i, len(uploads), area, answer_key, on_progress)
+            for i, upload in enumerate(uploads, 1)), return_exceptions=True)
+        located = [(upload, AlbumPhoto(upload.label, outcome, time_s))
+                   for upload, time_s, outcome in zip(uploads, times, outcomes, strict=True)
+                   if isinstance(outcome, LocateResult)]
+        unread = tuple(f"{upload.label}: {_part_failure(outcome)}"
+                       for upload, outcome in zip(uploads, outcomes, strict=True)
+                       if not isinstance(outcome, LocateResult))
+        if not located:
+            first = outcomes[0]
+            await self._store.fail_request(request_id, type(first).__name__)
+            reason = _reason_for(first) if isinstance(first, Exception) else RefusalReason.ENGINE
+            return Refusal(reason, "None of them could be located. " + "; ".join(unread))
+        try:
+            album = await self._engine.fuse([photo for _, photo in located])
+        except GeoSleuthError as exc:
+            await self._store.fail_request(request_id, type(exc).__name__)
+            return Refusal(_reason_for(exc), str(exc))
+        # As for one photo, the photos' own EXIF positions are not kept.
+        stored = dataclasses.replace(album, photos=tuple(
+            dataclasses.replace(p, result=dataclasses.replace(p.result, exif_gps=None))
+            for p in album.photos))
+        await self._store.finish_request(request_id, json.dumps(stored.to_json()),
+                                         located[0][1].result.index_version, answer_key)
+        if album.best_photo is not None:
+            upload, photo = located[album.best_photo]
+            self._recent.put(request_id, upload.data, photo.result)
+        summary = _album_summary(album, f"Searched {hint.label}" if hint else None, unread)
+        map_png = await asyncio.to_thread(render_album_map, album, self._config.map)
+        return Answer(request_id, album, summary, map_png, cached=False)
+
+    async def _locate_part(self, upload: Upload, index: int, count: int,
+                           area: SearchArea | None, answer_key: str,
+                           on_progress: ProgressHandler | None) -> LocateResult:
+        """One photo of an album: a cached answer to the same photo, else the engine's."""
+        cached = await self._cached(hashlib.sha256(upload.data).hexdigest(), answer_key,
+                                    upload.data)
+        if cached is not None:
+            return cached
+
+        def forward(event: Progress) -> Awaitable[None] | None:
+            assert on_progress is not None
+            return on_progress(PartProgress(upload.label, index, count, event))
+
+        return await self._engine.locate(upload.data, area=area,  # type: ignore[union-attr]
+                                         on_progress=None if on_progress is None else forward)
+
     async def _cached(self, digest: str, answer_key: str, image: bytes) -> LocateResult | None:
         text = await self._store.cached_result(digest, answer_key)
         if text is None:
@@ -279,6 +452,8 @@ class BotService:
     async def answer_summary(self, request_id: int, who: Requester) -> AnswerSummary | None:
         """The answer's words again (to redraw a caption with the vote tally)."""
         result = await self._result(request_id, who)
+        if isinstance(result, AlbumResult):
+            return _album_summary(result, None, ())
         return None if result is None else _summary(result, None)
 
     async def set_reply_ref(self, request_id: int, reply_ref: str) -> None:
@@ -293,6 +468,8 @@ class BotService:
         result = await self._result(request_id, who)
         if result is None:
             return _GONE
+        if isinstance(result, AlbumResult):
+            return await self._album_alternatives(result)
         if not result.alternatives and not result.matches:
             return Refusal(RefusalReason.ENGINE, "There are no other candidate places.")
         lines = ["Other candidate places:"] if result.alternatives else []
@@ -304,6 +481,20 @@ class BotService:
                          " candidates are.")
         png = await asyncio.to_thread(render_map, result, self._config.map, heat=True)
         return "\n".join(lines), png
+
+    async def _album_alternatives(self, album: AlbumResult) -> tuple[str, bytes] | Refusal:
+        """An album's other places, and where each photo alone placed itself."""
+        lines = [f"{i}. {a.lat:.6f}, {a.lon:.6f} - {a.confidence:.0%}"
+                 f" ({a.best_inliers} correspondences)"
+                 for i, a in enumerate(album.alternatives, 1)]
+        own = [f"{p.label}: {p.result.lat:.6f}, {p.result.lon:.6f} ({p.result.confidence:.0%})"
+               for p in album.photos if p.result.located]
+        if not lines and not own:
+            return Refusal(RefusalReason.ENGINE, "There are no other candidate places.")
+        text = "\n".join((["Other candidate places:", *lines] if lines else [])
+                         + (["Each photo on its own:", *own] if own else []))
+        png = await asyncio.to_thread(render_album_map, album, self._config.map)
+        return text, png
 
     async def evidence(self, request_id: int, who: Requester) -> tuple[str, bytes] | Refusal:
         """The photo beside its best reference, verified correspondences drawn."""
@@ -344,16 +535,18 @@ class BotService:
             return None
         return record
 
-    async def _result(self, request_id: int, who: Requester) -> LocateResult | None:
+    async def _result(self, request_id: int,
+                      who: Requester) -> LocateResult | AlbumResult | None:
         record = await self._owned(request_id, who)
-        if record is None:
+        if record is None or not record.result_json:
             return None
+        data = json.loads(record.result_json)
+        if is_album_json(data):
+            return album_from_json(data)
         recent = self._recent.get(request_id)
         if recent is not None:
             return recent[1]
-        if not record.result_json:
-            return None
-        return result_from_json(json.loads(record.result_json))
+        return result_from_json(data)
 
     # --- chat commands -------------------------------------------------------------------
 
@@ -365,6 +558,8 @@ class BotService:
         for record in records:
             data = json.loads(record.result_json or "{}")
             when = record.created_at[:16].replace("T", " ")
+            if is_album_json(data):
+                when += f" ({len(data.get('photos', []))} photos)"
             if data.get("status") == "located":
                 lat, lon = data["lat"], data["lon"]
                 lines.append(f"{when} {record.user_name}: {lat:.5f}, {lon:.5f}"
@@ -463,6 +658,37 @@ def _case_files(who: Requester, records: list[RecordedAnswer], formats: tuple[st
     now = datetime.now(UTC)
     return case, tuple((export_filename(who.platform, who.chat_id, fmt, now), render(case, fmt))
                        for fmt in formats)
+
+
+def _album_summary(album: AlbumResult, area_label: str | None,
+                   unread: tuple[str, ...]) -> AnswerSummary:
+    place = None
+    if album.located:
+        nearby = gazetteer().nearest_place(album.lat, album.lon)  # type: ignore[arg-type]
+        place = nearby.describe() if nearby else None
+    return summarise_album(album, place=place, area=area_label, unread=unread)
+
+
+def _joint_digest(kind: str, parts: Sequence[bytes]) -> str:
+    """An album's or video's fingerprint, never equal to a single photo's (so a cached
+    single answer is never read as an album's, or the other way round)."""
+    joint = hashlib.sha256(kind.encode())
+    for part in parts:
+        joint.update(hashlib.sha256(part).digest())
+    return f"{kind}:{joint.hexdigest()}"
+
+
+def _part_failure(outcome: object) -> str:
+    if isinstance(outcome, GeoSleuthError):
+        return str(outcome)
+    log.error("locating an album's photo failed", exc_info=outcome)  # type: ignore[arg-type]
+    return "something went wrong on our side (logged)"
+
+
+async def _emit(on_progress: ProgressHandler, event: ProgressEvent) -> None:
+    outcome = on_progress(event)
+    if inspect.isawaitable(outcome):
+        await outcome
 
 
 def _summary(result: LocateResult, area_label: str | None) -> AnswerSummary:

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 from staticmap import StaticMap
 
 from bot.render.tiles import TileSource
+from engine.album import AlbumResult
 from engine.drawing import INK, png_bytes, typeface
 from engine.geo import haversine_m
 from engine.results import LocateResult
@@ -37,6 +38,8 @@ ALTERNATIVE = (234, 138, 0)
 TRUTH = (22, 150, 70)
 EXIF = (37, 99, 235)
 CANDIDATE = (126, 34, 206)
+PHOTO = (30, 64, 175)  # an album photo's own answer
+DISAGREE = (120, 113, 108)  # ... placed elsewhere than the album
 HEAT_RADIUS_PX = 26
 MUTED = (95, 99, 104)
 PAPER = (236, 234, 228)
@@ -107,7 +110,7 @@ class _Viewport:
 class _Mark:
     lat: float
     lon: float
-    kind: str  # "estimate" | "alternative" | "truth" | "exif" | "candidate"
+    kind: str  # "estimate" | "alternative" | "truth" | "exif" | "candidate" | "photo" | "apart"
     radius_m: float = 0.0
     label: str = ""
     weight: float = 1.0  # a candidate's share of the heat
@@ -306,6 +309,10 @@ def _draw_marks(img: Image.Image, view: _Viewport, marks: Sequence[_Mark]) -> No
                 fill=(255, 255, 255, 255),
             )
             draw.polygon([(x, y - r), (x + r, y), (x, y + r), (x - r, y)], fill=(*EXIF, 255))
+        elif m.kind in ("photo", "apart"):
+            draw.ellipse(_box(x, y, 10 * s), fill=(255, 255, 255, 255))
+            draw.ellipse(_box(x, y, 8 * s), fill=(*(PHOTO if m.kind == "photo" else DISAGREE),
+                                                  255))
         elif m.kind == "truth":
             draw.ellipse(_box(x, y, 11 * s), fill=(255, 255, 255, 255))
             draw.ellipse(_box(x, y, 9 * s), outline=(*TRUTH, 255), width=3 * s)
@@ -319,7 +326,7 @@ def _draw_marks(img: Image.Image, view: _Viewport, marks: Sequence[_Mark]) -> No
     img.paste(layer, (0, 0), layer)
     text = ImageDraw.Draw(img)
     for m in marks:
-        if m.kind == "alternative":
+        if m.kind in ("alternative", "photo", "apart"):
             x, y = view.to_image(m.lat, m.lon)
             text.text((x, y), m.label, fill="white", font=typeface(11, bold=True), anchor="mm")
 
@@ -350,7 +357,7 @@ def _header(img: Image.Image, title: str, subtitle: str, legend: Sequence[tuple[
         draw.text((x, 27), label, fill=INK, font=font, anchor="lm")
         x -= 16
         colour = {"estimate": ESTIMATE, "alternative": ALTERNATIVE, "truth": TRUTH, "exif": EXIF,
-                  "candidate": CANDIDATE}[kind]
+                  "candidate": CANDIDATE, "photo": PHOTO, "apart": DISAGREE}[kind]
         if kind == "exif":
             draw.polygon([(x + 6, 21), (x + 12, 27), (x + 6, 33), (x, 27)], fill=colour)
         elif kind == "truth":
@@ -439,9 +446,11 @@ def _legend(marks: Sequence[_Mark]) -> list[tuple[str, str]]:
         "truth": "true position",
         "exif": "EXIF GPS",
         "candidate": "candidates",
+        "photo": "each photo",
+        "apart": "placed apart",
     }
     kinds = {m.kind for m in marks}
-    order = ("estimate", "alternative", "candidate", "exif", "truth")
+    order = ("estimate", "photo", "apart", "alternative", "candidate", "exif", "truth")
     return [(k, names[k]) for k in order if k in kinds]
 
 
@@ -465,3 +474,45 @@ def render_map(
     _scale_bar(img, view)
     _footer_note(img, style.attribution if base is not None else "basemap unavailable")
     return png_bytes(img)
+
+
+def render_album_map(album: AlbumResult, style: MapStyle) -> bytes:
+    """PNG of an album's answer: its place and circle, each photo's own answer numbered (grey
+    where it is placed apart from the album), and a video's track as a line in time order."""
+    marks = [_Mark(a.lat, a.lon, "alternative", a.radius_m, str(i))
+             for i, a in enumerate(album.alternatives, start=1)]
+    marks += [_Mark(p.result.lat, p.result.lon, "photo" if p.agrees is not False else "apart",
+                    label=str(i))
+              for i, p in enumerate(album.photos, start=1)
+              if p.result.located and p.result.lat is not None and p.result.lon is not None]
+    if album.lat is not None and album.lon is not None:
+        marks.append(_Mark(album.lat, album.lon, "estimate", album.radius_m or 0.0))
+    if not marks:
+        return png_bytes(_no_match_card(style))
+    view = _fit_viewport(marks, style.width, style.height)
+    base = _basemap(view, style)
+    img = base if base is not None else _paper(view)
+    if len(album.track) > 1:
+        ImageDraw.Draw(img).line([view.to_image(t.lat, t.lon) for t in album.track],
+                                 fill=PHOTO, width=4, joint="curve")
+    _draw_marks(img, view, marks)
+    _header(img, *_album_titles(album), _legend(marks))
+    _scale_bar(img, view)
+    _footer_note(img, style.attribution if base is not None else "basemap unavailable")
+    return png_bytes(img)
+
+
+def _album_titles(album: AlbumResult) -> tuple[str, str]:
+    count = f"{len(album.photos)} {'frames' if album.track or _timed(album) else 'photos'}"
+    if album.lat is None or album.lon is None:
+        return "No confident match", f"{count} · no place they agree on"
+    agreeing = sum(1 for p in album.photos if p.agrees)
+    parts = [f"±{album.radius_m:,.0f} m" if album.radius_m else "",
+             f"confidence {album.confidence:.0%}",
+             f"track of {len(album.track)} points" if album.track else
+             f"{agreeing} of {count} agree"]
+    return f"{album.lat:.5f}, {album.lon:.5f}", " · ".join(p for p in parts if p)
+
+
+def _timed(album: AlbumResult) -> bool:
+    return any(p.time_s is not None for p in album.photos)

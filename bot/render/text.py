@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
+from engine.album import AlbumPhoto, AlbumResult, track_length_m
 from engine.geo import haversine_m
 from engine.results import LocateResult
 
@@ -145,6 +146,8 @@ class AnswerSummary:
     area: str | None  # "Searched within 5 km of Lund, Sweden"
     attribution: str | None
     advice: str | None  # what would help, on no match
+    # An album's or video's line per photo (or frame), a track, photos that could not be read.
+    details: tuple[str, ...] = ()
 
 
 def summarise_answer(
@@ -185,3 +188,80 @@ def summarise_answer(
         reference_url=reference_link, exif=exif, area=area,
         attribution=credit, advice=None,
     )
+
+
+def summarise_album(album: AlbumResult, place: str | None = None, area: str | None = None,
+                    unread: tuple[str, ...] = ()) -> AnswerSummary:
+    """An album's (or video's) answer: the joint answer in the single-photo words, with the
+    evidence of its best photo, then a line per photo saying whether it agrees."""
+    best = album.best
+    if best is not None:
+        words = summarise_answer(best.result)
+        reference, link, credit = words.reference, words.reference_url, words.attribution
+    else:
+        reference = link = credit = None
+    confidence = f"{album.confidence:.0%} ({confidence_word(album.confidence)})"
+    video = any(p.time_s is not None for p in album.photos)
+    noun = "frames" if video else "photos"
+    details = []
+    if album.track:
+        details.append(
+            f"Track: {len(album.track)} frames placed it along {track_length_m(album.track):,.0f}"
+            f" m, {clock(album.track[0].time_s)} to {clock(album.track[-1].time_s)}")
+    details += [_photo_line(photo, album) for photo in album.photos]
+    details += [_own_gps_line(photo, album) for photo in album.photos
+                if photo.result.exif_gps is not None]
+    details += [f"{line} (not read)" for line in unread]
+    if not album.located:
+        return AnswerSummary(
+            located=False, headline=f"No confident match ({len(album.photos)} {noun})",
+            coordinates=None, dms=None, confidence=confidence, radius=None, place=None,
+            osm_url=None, google_url=None, reference=reference, reference_url=link, exif=None,
+            area=area, attribution=credit,
+            advice=f"None of the {noun} matched the reference imagery closely enough; wider"
+                   " shots of the street, or originals sent as files, may help.",
+            details=tuple(details),
+        )
+    lat, lon = album.lat, album.lon
+    assert lat is not None and lon is not None and album.radius_m is not None
+    headline = f"Located ({len(album.photos)} {noun}{', a track' if album.track else ''})"
+    return AnswerSummary(
+        located=True, headline=headline, coordinates=f"{lat:.6f}, {lon:.6f}",
+        dms=dms(lat, lon), confidence=confidence,
+        radius=f"within about {album.radius_m:,.0f} m", place=place, osm_url=osm_url(lat, lon),
+        google_url=google_maps_url(lat, lon), reference=reference, reference_url=link,
+        exif=None, area=area, attribution=credit, advice=None, details=tuple(details),
+    )
+
+
+def _photo_line(photo: AlbumPhoto, album: AlbumResult) -> str:
+    name = photo.label if photo.time_s is None else f"frame at {clock(photo.time_s)}"
+    own = photo.result
+    if album.track and photo.agrees and own.lat is not None and own.lon is not None:
+        return (f"{name}: placed at {own.lat:.5f}, {own.lon:.5f} ({own.confidence:.0%},"
+                f" {photo.inliers} correspondences)")
+    if photo.agrees:
+        return f"{name}: agrees ({photo.inliers} correspondences)"
+    if photo.agrees is False and own.lat is not None and own.lon is not None:
+        where = f"{own.lat:.5f}, {own.lon:.5f}"
+        if album.lat is not None and album.lon is not None:
+            where += f", {haversine_m(own.lat, own.lon, album.lat, album.lon):,.0f} m away"
+        return f"{name}: disagrees, placed at {where} ({own.confidence:.0%})"
+    return f"{name}: no clear evidence"
+
+
+def _own_gps_line(photo: AlbumPhoto, album: AlbumResult) -> str:
+    gps = photo.result.exif_gps
+    assert gps is not None
+    line = f"{photo.label}'s own GPS: {gps.lat:.6f}, {gps.lon:.6f}"
+    if album.lat is not None and album.lon is not None:
+        line += f" ({haversine_m(gps.lat, gps.lon, album.lat, album.lon):,.0f} m from the answer)"
+    return line
+
+
+def clock(seconds: float, *, tenths: bool = True) -> str:
+    """0:04.2 (a frame's time in a video), or 2:05 without tenths (a video's length)."""
+    if not tenths:
+        seconds = round(seconds)
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}:{rest:04.1f}" if tenths else f"{int(minutes)}:{int(rest):02d}"

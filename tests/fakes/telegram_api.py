@@ -562,6 +562,25 @@ class FakeTelegram:
         content.update(self._caption_content(caption))
         return self._inject_message(chat, person, content, reply_to, message_id)
 
+    def send_album(self, chat: JSON, person: JSON, images: list[bytes],
+                   caption: str | None = None) -> list[JSON]:
+        """An album as a user's client sends it: one message (one update) per photo, all with
+        the same `media_group_id`, the album's caption on the first only. Bot API, Message:
+        "media_group_id: The unique identifier of a media message group this message belongs
+        to" (https://core.telegram.org/bots/api#message); a group holds 2-10 items, as
+        sendMediaGroup says."""
+        if not 2 <= len(images) <= 10:
+            raise ValueError("an album holds 2 to 10 photos")
+        group_id = str(secrets.randbelow(9 * 10**17) + 10**17)
+        sent = []
+        for index, image in enumerate(images):
+            content: JSON = {"photo": self._photo_sizes(image, None, None),
+                             "media_group_id": group_id}
+            if index == 0:
+                content.update(self._caption_content(caption))
+            sent.append(self._inject_message(chat, person, content, None, None))
+        return sent
+
     def send_document(self, chat: JSON, person: JSON, data: bytes, file_name: str,
                       mime_type: str, caption: str | None = None,
                       reply_to: JSON | int | None = None,
