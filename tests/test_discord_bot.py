@@ -13,12 +13,17 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
 
+import discord
 import numpy as np
 import pytest
 from aiohttp import web
 from PIL import Image
 
+from bot.adapters.discord_bot import _embed as _discord_embed
+from bot.adapters.discord_bot import _media_kind, _safe_name
 from bot.adapters.errors import ServiceDied, StartupFailed
 from bot.adapters.runner import run_bots
 from bot.config import (
@@ -28,6 +33,7 @@ from bot.config import (
     StoreConfig,
 )
 from bot.render.map import MapStyle
+from bot.render.text import AnswerSummary
 from engine.config import EngineConfig, EngineLimits
 from engine.errors import IndexMissing
 from engine.geo import haversine_m
@@ -44,6 +50,7 @@ from tests.fakes.discord_api import (
     role,
     text_channel,
 )
+from tests.videos import lund_photos, lund_walk_video, make_video
 
 GUILD = 910000000000000001
 CHANNEL = 910000000000000010
@@ -481,7 +488,7 @@ def test_help_and_privacy_answer_only_the_asker(tmp_path, street_index):
 
     help_text, privacy = _run(scenario)
     assert all(command in help_text for command in ("/locate", "/history", "/forget",
-                                                    "Locate photo"))
+                                                    "Locate photo", "image2", "video"))
     assert "SHA-256" in privacy and "/forget" in privacy
 
 
@@ -576,3 +583,166 @@ def test_export_gives_a_channels_case_to_its_moderators_and_a_dm_its_own(
     [placemark] = kml_placemarks(bobs.file(name))
     lon, lat = kml_point(placemark)
     assert haversine_m(bobs_view.lat, bobs_view.lon, lat, lon) <= 25
+
+
+def _answer_edits(fake: FakeDiscord, interaction) -> list[Call]:
+    """The edits that put an answer (with its map) on `interaction`'s message."""
+    token = fake.interaction(interaction).token
+    return [c for c in fake.calls if c.method == "PATCH" and token in c.path and c.files]
+
+
+async def _answered(fake: FakeDiscord, interaction, timeout: float = 60) -> None:
+    token = fake.interaction(interaction).token
+    await fake.wait_for(lambda c: c.method == "PATCH" and token in c.path and bool(c.files),
+                        timeout=timeout)
+
+
+def _one_sentence(text: str) -> bool:
+    return text.endswith(".") and ". " not in text and "Traceback" not in text
+
+
+def test_several_attachments_are_one_answer_naming_each_and_the_one_not_read(
+        tmp_path, street_index, street_queries):
+    """/locate with two photos and a PDF, the context menu on a message with two photos and a
+    text file: one answer and one history line each. A video posted with photos is refused
+    before anything is downloaded."""
+    view, other = street_queries[0], street_queries[1]
+
+    async def scenario():
+        async with running_bot(tmp_path, street_index) as fake:
+            album = fake.slash_command("locate", GUILD, CHANNEL, ALICE, {
+                "image2": fake.add_attachment(jpeg_bytes(view.rgb, 75), "b.jpg", "image/jpeg",
+                                              channel_id=CHANNEL),
+                "image3": fake.add_attachment(b"%PDF-1.7 report", "report.pdf",
+                                              "application/pdf", channel_id=CHANNEL),
+            }, attachment=(jpeg_bytes(view.rgb), "a.jpg", "image/jpeg"))
+            await _answered(fake, album)
+            posted = fake.post_message(CHANNEL, BOB, "same corner?", attachments=[
+                (jpeg_bytes(other.rgb), "one.jpg", "image/jpeg"),
+                (jpeg_bytes(other.rgb, 70), "two.jpg", "image/jpeg"),
+                (b"taken from the bridge", "notes.txt", "text/plain")])
+            menu = fake.message_command("Locate photo", GUILD, CHANNEL, ALICE, posted)
+            await _answered(fake, menu)
+            mixed = fake.post_message(CHANNEL, BOB, "and a clip", attachments=[
+                (jpeg_bytes(other.rgb), "one.jpg", "image/jpeg"),
+                (b"\0\0\0\x18ftypmp42", "clip.mp4", "video/mp4")])
+            refused = fake.message_command("Locate photo", GUILD, CHANNEL, ALICE, mixed)
+            await fake.wait_for(lambda c: "not both" in str(c.json), timeout=30)
+            history = await _ask(fake, "history", GUILD, CHANNEL, ALICE)
+            answers = [_answer_edits(fake, i) for i in (album, menu)]
+            return (_embed(fake, album), _embed(fake, menu), answers,
+                    fake.original_response(refused), history["content"],
+                    fake.calls_to("GET", "/attachments/.*/clip.mp4"))
+
+    album, menu, answers, refusal, history, clip_downloads = _run(scenario)
+    assert [len(a) for a in answers] == [1, 1]
+    assert answers[0][0].file("map.png")[:4] == b"\x89PNG"
+    lat, lon = (float(v) for v in COORDINATES.search(album["title"]).groups())
+    assert haversine_m(view.lat, view.lon, lat, lon) <= 25
+    lines = _fields(album)["Photos"].splitlines()
+    assert [line.split(":")[0] for line in lines] == ["photo 1 (a.jpg)", "photo 2 (b.jpg)",
+                                                      "photo 3 (report.pdf)"]
+    assert "agrees" in lines[0] and lines[2].endswith("(not read)")
+    photos = _fields(menu)["Photos"]
+    assert "one.jpg" in photos and "two.jpg" in photos and "notes.txt" not in photos
+    assert COORDINATES.search(menu["title"])
+    assert "not both at once" in refusal["content"] and refusal["flags"] & 64
+    assert clip_downloads == []
+    history_lines = history.splitlines()[1:]
+    assert len(history_lines) == 2 and all("(2 photos)" in line for line in history_lines)
+
+
+@pytest.mark.real_data
+def test_three_held_out_lund_photos_on_one_locate_are_one_answer_within_25_m(
+        tmp_path, lund_index, lund_split):
+    photos = lund_split[1][:3]
+    names = ["first.jpg", "second.jpg", "third.jpg"]
+    data = [(Path(r.image_path).read_bytes(), name, "image/jpeg")
+            for r, name in zip(photos, names, strict=True)]
+
+    async def scenario():
+        async with running_bot(tmp_path, lund_index) as fake:
+            more = {f"image{i}": fake.add_attachment(*d, channel_id=CHANNEL)
+                    for i, d in enumerate(data[1:], 2)}
+            command = fake.slash_command("locate", GUILD, CHANNEL, ALICE, more,
+                                         attachment=data[0])
+            await _answered(fake, command)
+            return _embed(fake, command), _answer_edits(fake, command)
+
+    embed, answers = _run(scenario)
+    assert len(answers) == 1
+    lat, lon = (float(v) for v in COORDINATES.search(embed["title"]).groups())
+    assert max(haversine_m(r.lat, r.lon, lat, lon) for r in photos) <= 25
+    lines = _fields(embed)["Photos"].splitlines()
+    for i, name in enumerate(names, 1):
+        assert any(line.startswith(f"photo {i} ({name}): agrees") for line in lines), lines
+
+
+@pytest.mark.real_data
+def test_a_video_is_placed_naming_its_frame_times_and_bad_videos_get_one_sentence(
+        tmp_path, lund_index):
+    """A walk past three Lund photos as an MP4; a cut-short MOV, and a GIF longer than the
+    10 s allowed here (a GIF goes the video way: it may be animated)."""
+    walk = lund_walk_video(count=3, seconds_each=2.0)
+    (small, _), = lund_photos(1, 1, (64, 48))
+    too_long = make_video([small] * 24, 2.0, "gif", "gif")  # 12 s
+    engine = replace(lund_index, video=replace(lund_index.video, max_seconds=10))
+
+    async def scenario():
+        async with running_bot(tmp_path, engine) as fake:
+            video = fake.slash_command("locate", GUILD, CHANNEL, ALICE,
+                                       attachment=(walk.video, "walk.mp4", "video/mp4"))
+            await _answered(fake, video, timeout=120)
+            bad = [fake.slash_command("locate", GUILD, CHANNEL, ALICE, attachment=attachment)
+                   for attachment in ((walk.video[:len(walk.video) // 2], "cut.mov",
+                                       "video/quicktime"),
+                                      (too_long, "long.gif", "image/gif"))]
+            for words in ("damaged or cut short", "limit"):
+                await fake.wait_for(lambda c, w=words: w in str(c.json), timeout=60)
+            return _embed(fake, video), [fake.original_response(b)["content"] for b in bad]
+
+    embed, (corrupt, over_long) = _run(scenario, timeout=180)
+    lat, lon = (float(v) for v in COORDINATES.search(embed["title"]).groups())
+    assert max(haversine_m(s.lat, s.lon, lat, lon) for s in walk.spans) <= 25
+    frames = _fields(embed)["Frames"]
+    assert re.search(r"frame at 0:0\d\.\d", frames), frames
+    assert "damaged or cut short" in corrupt and _one_sentence(corrupt)
+    assert "0:10 limit" in over_long and _one_sentence(over_long)
+
+
+def _attachment(filename: str, content_type: str | None) -> discord.Attachment:
+    data = {"id": "1", "size": 1, "filename": filename, "url": "", "proxy_url": ""}
+    if content_type is not None:
+        data["content_type"] = content_type
+    return discord.Attachment(data=data, state=SimpleNamespace(http=None))
+
+
+def test_gifs_and_videos_without_a_type_go_the_video_way_other_files_nowhere():
+    kinds = {name: _media_kind(_attachment(name, kind)) for name, kind in (
+        ("a.jpg", "image/jpeg"), ("b.gif", "image/gif"), ("c.MOV", None), ("d.m4v", None),
+        ("e.webm", "video/webm"), ("f.txt", "text/plain"), ("g.avi", "video/x-msvideo"),
+        ("h.jpg", None))}
+    assert kinds == {"a.jpg": "photo", "b.gif": "video", "c.MOV": "video", "d.m4v": "video",
+                     "e.webm": "video", "f.txt": None, "g.avi": None, "h.jpg": None}
+
+
+def test_a_hostile_file_name_is_shown_short_and_inert():
+    shown = _safe_name("[your bank](https://evil.example/login) @everyone\u202egpj.exe\n"
+                       + "x" * 60)
+    assert len(shown) <= 40 and shown.endswith("…")
+    assert not set(shown) & set("[]@\u202e\n<>*`|~")
+
+
+def test_many_detail_lines_are_cut_at_whole_lines_within_discords_embed_limits():
+    lines = tuple(f"photo {i} ({'x' * 36}.jpg): disagrees, placed at 55.70000, 13.19000,"
+                  f" 1,234 m away (12%)" for i in range(1, 41))
+    summary = AnswerSummary(
+        located=False, headline="No confident match (40 photos)", coordinates=None, dms=None,
+        confidence="12% (low)", radius=None, place=None, osm_url=None, google_url=None,
+        reference=None, reference_url=None, exif=None, area=None, attribution=None,
+        advice="a" * 4000, details=lines)
+    embed = _discord_embed(summary)
+    value = {f.name: f.value for f in embed.fields}["Photos"]
+    assert len(value) <= 1024 and len(embed) <= 6000
+    *shown, more = value.splitlines()
+    assert list(lines[:len(shown)]) == shown and more == f"…and {40 - len(shown)} more"

@@ -12,6 +12,7 @@ import contextlib
 import io
 import logging
 import re
+from collections.abc import Sequence
 from typing import ClassVar
 from urllib.parse import urlsplit
 
@@ -24,12 +25,19 @@ from discord import app_commands
 
 from bot.adapters.errors import StartupFailed, why_it_ended
 from bot.adapters.progress import EditPacer, progress_text
-from bot.chat.service import Answer, BotService, Refusal, Requester
+from bot.chat.service import (
+    Answer,
+    BotService,
+    ProgressEvent,
+    Refusal,
+    RefusalReason,
+    Requester,
+    Upload,
+)
 from bot.chat.store import Tally
 from bot.config import DiscordConfig
 from bot.render.export import FORMATS
 from bot.render.text import AnswerSummary
-from engine import Progress
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +49,30 @@ DISCORD_MEDIA_SUFFIX = ".discordapp.net"  # images-ext-N.discordapp.net: the ext
 DOWNLOAD_TIMEOUT_S = 30.0
 DOWNLOAD_CHUNK = 1 << 16
 MESSAGE_LIMIT = 2000
+# Discord's embed limits: a field's value, the fields of an embed, all of an embed's text.
+EMBED_FIELD_CHARS = 1024
+EMBED_FIELDS = 25
+EMBED_TOTAL_CHARS = 6000
+# GIFs go with the videos: they may be animated, and the photo decoder refuses animated images.
+VIDEO_TYPES = frozenset({"video/mp4", "video/quicktime", "video/webm", "video/x-m4v",
+                         "image/gif"})
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".m4v", ".gif")  # when Discord gives no type
+LABEL_CHARS = 40
+# A file name as shown: letters, digits and a few marks; the rest could be markdown (a masked
+# link), a mention or a control character that reverses the text.
+UNSAFE_NAME_CHARS = re.compile(r"[^\w .,()+-]")
 HELP = (
     "Attach a street-level photo to /locate and I will find where it was taken, by comparing"
     " it with geotagged reference photos.\n\n"
     "• /locate with the photo as `image`; know the area? Add it: `area: Amsterdam` or"
     " `area: 52.37,4.89 5km`. With `private: true` only you see the answer.\n"
-    "• A photo already posted: right-click the message → Apps → Locate photo.\n\n"
+    "• Several photos of one place (`image2` to `image4`) are located together: one answer,"
+    " with a line per photo saying whether it agrees.\n"
+    "• A video (MP4, MOV, WebM or GIF; size and length are capped) as `image`: I locate a few"
+    " of its frames and name their times; a walk is answered with its track. A video goes on"
+    " its own, without photos.\n"
+    "• A photo already posted: right-click the message → Apps → Locate photo (all its photos"
+    " together, or its video).\n\n"
     "I answer with a map, the coordinates, how sure I am, and the evidence."
     " /privacy says what I keep; /history lists this channel's recent results (in a DM, yours,"
     " private answers included); /forget deletes them.\n"
@@ -110,13 +136,21 @@ async def _answer_failure(interaction: discord.Interaction,
 
 
 def _declare_commands(tree: app_commands.CommandTree, handlers: DiscordHandlers) -> None:
-    @tree.command(name="locate", description="Where was this photo taken?")
-    @app_commands.describe(image="a street-level photo",
+    # A slash command has no list option: the album's further photos are optional options.
+    @tree.command(name="locate", description="Where was this photo (or video) taken?")
+    @app_commands.describe(image="a street-level photo, or a video (MP4, MOV, WebM, GIF)",
+                           image2="another photo of the same place: located together",
+                           image3="another photo of the same place",
+                           image4="another photo of the same place",
                            area="optional search area, e.g. 'Amsterdam' or '52.37,4.89 5km'",
                            private="answer only to you")
     async def locate(interaction: discord.Interaction, image: discord.Attachment,
+                     image2: discord.Attachment | None = None,
+                     image3: discord.Attachment | None = None,
+                     image4: discord.Attachment | None = None,
                      area: str | None = None, private: bool = False) -> None:
-        await handlers.locate(interaction, image, area or "", private)
+        attachments = [a for a in (image, image2, image3, image4) if a is not None]
+        await handlers.locate(interaction, attachments, area or "", private)
 
     @tree.context_menu(name="Locate photo")
     async def locate_message(interaction: discord.Interaction, message: discord.Message) -> None:
@@ -166,16 +200,17 @@ class DiscordHandlers:
 
     # --- commands ------------------------------------------------------------------------
 
-    async def locate(self, interaction: discord.Interaction, image: discord.Attachment,
-                     area: str, private: bool) -> None:
-        await self._locate(interaction, image, area, private)
+    async def locate(self, interaction: discord.Interaction,
+                     attachments: list[discord.Attachment], area: str, private: bool) -> None:
+        await self._locate_attachments(interaction, attachments, area, private)
 
     async def locate_message(self, interaction: discord.Interaction,
                              message: discord.Message) -> None:
-        """The context menu: the message's first image attachment, else its first image embed."""
-        attachment = next((a for a in message.attachments if _is_image(a)), None)
-        if attachment is not None:
-            await self._locate(interaction, attachment, "", False)
+        """The context menu: the message's photos (together) or its video, else its first image
+        embed. Other files are passed over: the poster, not the asker, chose them."""
+        media = [a for a in message.attachments if _media_kind(a) is not None]
+        if media:
+            await self._locate_attachments(interaction, media, "", False)
             return
         pictures = [e.image if e.image.url else e.thumbnail for e in message.embeds
                     if e.image.url or e.thumbnail.url]
@@ -231,45 +266,118 @@ class DiscordHandlers:
 
     # --- the locate flow -----------------------------------------------------------------
 
+    async def _locate_attachments(self, interaction: discord.Interaction,
+                                  attachments: Sequence[discord.Attachment], area: str,
+                                  private: bool) -> None:
+        """One photo, several as one album, or one video.
+
+        A video with photos, or a second video, is refused rather than partly located: a
+        video's frames are an album of their own (with times, perhaps a track), and an answer
+        that quietly left some attachments out would be read as covering them. Refused before
+        anything is downloaded or counted, it costs the asker only a resend.
+        """
+        videos = [a for a in attachments if _media_kind(a) == "video"]
+        if videos and len(attachments) > 1:
+            await _refuse(interaction, self._guild_refusal(interaction) or
+                          "I locate a video on its own, or photos together, not both at once:"
+                          " send the video by itself.")
+        elif videos:
+            await self._locate_video(interaction, videos[0], area, private)
+        elif len(attachments) == 1:
+            await self._locate(interaction, attachments[0], area, private)
+        else:
+            await self._locate_album(interaction, attachments, area, private)
+
     async def _locate(self, interaction: discord.Interaction,
                       image: discord.Attachment | str, area: str, private: bool) -> None:
         who = _requester(interaction, private=private)
-        refusal = self._guild_refusal(interaction)
-        if refusal is None and isinstance(image, discord.Attachment) and not _is_image(image):
-            refusal = (f"'{image.filename}' is not an image. Attach a JPEG, PNG, WebP or HEIC"
-                       " photo.")
+        not_image = None
+        if isinstance(image, discord.Attachment) and _media_kind(image) != "photo":
+            not_image = (f"'{_safe_name(image.filename)}' is not an image. Attach a JPEG, PNG,"
+                         " WebP or HEIC photo, or an MP4, MOV or WebM video.")
         size = image.size if isinstance(image, discord.Attachment) else None
+        progress = await self._start(interaction, private, self._guild_refusal(interaction)
+                                     or not_image or _said(self._service.admit(who, size)))
+        if progress is None:
+            return
+        try:
+            data = await _read(image, self._service.max_file_bytes, "image")
+        except MediaRefused as exc:
+            await progress.finish(str(exc))
+            return
+        await self._reply(interaction, progress,
+                          await self._service.locate(who, data, area, progress.update))
+
+    async def _locate_album(self, interaction: discord.Interaction,
+                            attachments: Sequence[discord.Attachment], area: str,
+                            private: bool) -> None:
+        """Several photos as one request: admitted once (by the largest), each downloaded.
+        A file that is no photo is passed on all the same, so the answer names it as not read,
+        with the decoder's reason, beside the photos that were."""
+        who = _requester(interaction, private=private)
+        labels = [f"photo {i} ({_safe_name(a.filename)})" for i, a in enumerate(attachments, 1)]
+        largest = max(range(len(attachments)), key=lambda i: attachments[i].size)
+        refusal = self._guild_refusal(interaction)
         if refusal is None:
-            denied = self._service.admit(who, size)
-            refusal = denied.text if denied else None
+            denied = self._service.admit(who, attachments[largest].size)
+            too_large = denied is not None and denied.reason is RefusalReason.TOO_LARGE
+            refusal = f"{labels[largest]}: {denied.text}" if too_large else _said(denied)
+        progress = await self._start(interaction, private, refusal)
+        if progress is None:
+            return
+        uploads = []
+        for label, attachment in zip(labels, attachments, strict=True):
+            try:
+                uploads.append(Upload(label, await _read(attachment, self._service.max_file_bytes,
+                                                         "file")))
+            except MediaRefused as exc:
+                await progress.finish(f"{label}: {exc}")
+                return
+        await self._reply(interaction, progress, await self._service.locate_album(
+            who, uploads, area, progress.update))
+
+    async def _locate_video(self, interaction: discord.Interaction, video: discord.Attachment,
+                            area: str, private: bool) -> None:
+        """A video: its size (and length, where Discord gives one) checked before downloading."""
+        who = _requester(interaction, private=private)
+        progress = await self._start(interaction, private, self._guild_refusal(interaction)
+                                     or _said(self._service.admit_video(who, video.size,
+                                                                        video.duration)))
+        if progress is None:
+            return
+        try:
+            data = await _read(video, self._service.max_video_bytes, "video")
+        except MediaRefused as exc:
+            await progress.finish(str(exc))
+            return
+        await self._reply(interaction, progress, await self._service.locate_video(
+            who, data, area, progress.update))
+
+    async def _start(self, interaction: discord.Interaction, private: bool,
+                     refusal: str | None) -> _Progress | None:
+        """A refusal (ephemeral), a missing permission said, or the deferred answer to edit as
+        the work goes on; None when the asker has had their answer already."""
         if refusal is not None:
             await _refuse(interaction, refusal)
-            return
+            return None
         missing = _missing_permissions(interaction)
         if missing and not private:
             await _refuse(interaction, f"I can't answer here: I lack the {missing} permission"
                                        " in this channel. Ask an admin, or use private:true.")
-            return
+            return None
         try:
             await interaction.response.defer(ephemeral=private, thinking=True)
         except discord.NotFound:  # more than 3 s passed: the interaction is gone
             log.warning("interaction expired before it could be deferred")
-            return
-        progress = _Progress(interaction)
-        try:
-            data = await image.read() if isinstance(image, discord.Attachment) else \
-                await _download(image, self._service.max_file_bytes)
-        except MediaRefused as exc:
-            await progress.finish(str(exc))
-            return
-        except (discord.HTTPException, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            await progress.finish(f"I couldn't download that image ({exc}). Try again.")
-            return
-        outcome = await self._service.locate(who, data, area, progress.update)
+            return None
+        return _Progress(interaction)
+
+    async def _reply(self, interaction: discord.Interaction, progress: _Progress,
+                     outcome: Answer | Refusal) -> None:
         if isinstance(outcome, Refusal):
             await progress.finish(outcome.text)
-            return
-        await self._send_answer(interaction, outcome)
+        else:
+            await self._send_answer(interaction, outcome)
 
     async def _send_answer(self, interaction: discord.Interaction, answer: Answer) -> None:
         embed = _embed(answer.summary, cached=answer.cached)
@@ -385,7 +493,7 @@ class _Progress:
         self._interaction = interaction
         self._pacer = EditPacer()
 
-    async def update(self, event: Progress) -> None:
+    async def update(self, event: ProgressEvent) -> None:
         text = progress_text(event)
         if text is not None and self._pacer.ready(text):
             await self._edit(text)
@@ -412,8 +520,22 @@ def _requester(interaction: discord.Interaction, *, private: bool = False) -> Re
                      str(user.id), user.display_name, group_id=str(interaction.guild.id))
 
 
-def _is_image(attachment: discord.Attachment) -> bool:
-    return (attachment.content_type or "").startswith("image/")
+def _media_kind(attachment: discord.Attachment) -> str | None:
+    """"photo", "video" or None (anything else), from Discord's media type, else the name."""
+    kind = (attachment.content_type or "").split(";")[0].strip().lower()
+    if kind in VIDEO_TYPES or (not kind and attachment.filename.lower().endswith(VIDEO_SUFFIXES)):
+        return "video"
+    return "photo" if kind.startswith("image/") else None
+
+
+def _safe_name(filename: str) -> str:
+    """A file name fit to show beside our words: only harmless characters, at most 40."""
+    name = " ".join(UNSAFE_NAME_CHARS.sub("-", filename).split()) or "unnamed"
+    return name if len(name) <= LABEL_CHARS else name[:LABEL_CHARS - 1] + "…"
+
+
+def _said(refusal: Refusal | None) -> str | None:
+    return None if refusal is None else refusal.text
 
 
 def _missing_permissions(interaction: discord.Interaction) -> str | None:
@@ -455,18 +577,28 @@ def _is_discord_media(url: str) -> bool:
                                         or host.endswith(DISCORD_MEDIA_SUFFIX))
 
 
-async def _download(url: str, limit: int) -> bytes:
-    """A link preview's picture from Discord's media proxy: streamed, capped, timed out."""
+async def _read(source: discord.Attachment | str, limit: int, what: str) -> bytes:
+    """An attachment, or a link preview's proxied picture, downloaded within `limit` bytes
+    whatever size it claimed; every failure is a MediaRefused the asker can read."""
+    url = source.url if isinstance(source, discord.Attachment) else source
+    try:
+        return await _download(url, limit, what)
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise MediaRefused(f"I couldn't download that {what} ({exc}). Try again.") from exc
+
+
+async def _download(url: str, limit: int, what: str) -> bytes:
+    """From Discord's media hosts only: streamed, capped, timed out."""
     if not _is_discord_media(url):
         raise MediaRefused("I only fetch pictures through Discord's media proxy.")
-    too_large = MediaRefused(f"That image is over the {limit / 1e6:.0f} MB limit. Send a smaller"
-                             " or compressed copy.")
+    too_large = MediaRefused(f"That {what} is over the {limit / 1e6:.0f} MB limit. Send a"
+                             " smaller or compressed copy.")
     timeout = aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT_S)
     async with (aiohttp.ClientSession(timeout=timeout) as session,
                 session.get(url, allow_redirects=False) as response):
         if response.status != 200:
-            raise MediaRefused(f"Discord's media proxy answered HTTP {response.status} for that"
-                               " picture. Attach the photo instead.")
+            raise MediaRefused(f"Discord's media server answered HTTP {response.status} for"
+                               f" that {what}. Try again, or attach it anew.")
         if response.content_length is not None and response.content_length > limit:
             raise too_large
         data = bytearray()
@@ -501,6 +633,7 @@ def _embed(summary: AnswerSummary, *, cached: bool = False, tally: Tally | None 
         embed.add_field(name="EXIF", value=summary.exif, inline=False)
     if summary.area:
         embed.add_field(name="Search area", value=summary.area, inline=False)
+    details_at = len(embed.fields)
     if tally is not None and (tally.confirm or tally.dispute):
         embed.add_field(name="✅ Confirmed by", value=", ".join(tally.confirm) or "-")
         embed.add_field(name="❌ Disputed by", value=", ".join(tally.dispute) or "-")
@@ -509,7 +642,28 @@ def _embed(summary: AnswerSummary, *, cached: bool = False, tally: Tally | None 
         footer.append("answered from the cache")
     if footer:
         embed.set_footer(text=" · ".join(footer))
+    _insert_details(embed, summary, details_at)
     return embed
+
+
+def _insert_details(embed: discord.Embed, summary: AnswerSummary, at: int) -> None:
+    """An album's line per photo (a video's per frame) as one field, added last so that it
+    gets what Discord's limits leave: whole lines, and how many did not fit."""
+    name = "Frames" if " frames" in summary.headline else "Photos"
+    room = min(EMBED_FIELD_CHARS, EMBED_TOTAL_CHARS - len(embed) - len(name))
+    value = _whole_lines(summary.details, room)
+    if value and len(embed.fields) < EMBED_FIELDS:
+        embed.insert_field_at(at, name=name, value=value, inline=False)
+
+
+def _whole_lines(lines: Sequence[str], limit: int) -> str:
+    """As many whole lines as fit in `limit` characters, then "…and N more"; "" if none fit."""
+    for keep in range(len(lines), 0, -1):
+        more = len(lines) - keep
+        text = "\n".join([*lines[:keep], *([f"…and {more} more"] if more else [])])
+        if len(text) <= limit:
+            return text
+    return ""
 
 
 class DiscordAdapter:
