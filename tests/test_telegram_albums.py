@@ -78,13 +78,19 @@ def test_a_broken_photo_is_named_and_the_rest_still_answer_and_groups_need_a_men
                                         _bytes(held_out[1])],
                           caption="@geosleuth_test_bot")
             [answer] = await tg.wait_for("sendPhoto", timeout=90)
-            return answer, tg.calls_to("sendPhoto")
+            request_id = answer.params["reply_markup"]["inline_keyboard"][1][0][
+                "callback_data"].split(":")[1]
+            tg.press_button(TEAM, BOB, answer.result["message_id"], f"ok:{request_id}")
+            [voted] = await tg.wait_for("editMessageCaption")
+            return answer, voted, tg.calls_to("sendPhoto")
 
-    answer, every = _run(scenario, timeout=150)
+    answer, voted, every = _run(scenario, timeout=150)
     caption = answer.params["caption"]
     assert "photo 2:" in caption and "(not read)" in caption, caption
     assert "photo 1: agrees" in caption and "photo 3: agrees" in caption
     assert len(every) == 1  # Bob's album without a mention got nothing
+    redrawn = voted.params["caption"]  # after a vote, the same lines and the voter
+    assert "(not read)" in redrawn and "photo 3: agrees" in redrawn and "✅ Bob" in redrawn
 
 
 def test_a_short_video_is_placed_and_a_walk_answers_with_its_track(

@@ -649,7 +649,7 @@ def _embed(summary: AnswerSummary, *, cached: bool = False, tally: Tally | None 
 def _insert_details(embed: discord.Embed, summary: AnswerSummary, at: int) -> None:
     """An album's line per photo (a video's per frame) as one field, added last so that it
     gets what Discord's limits leave: whole lines, and how many did not fit."""
-    name = "Frames" if " frames" in summary.headline else "Photos"
+    name = "Frames" if summary.kind == "video" else "Photos"
     room = min(EMBED_FIELD_CHARS, EMBED_TOTAL_CHARS - len(embed) - len(name))
     value = _whole_lines(summary.details, room)
     if value and len(embed.fields) < EMBED_FIELDS:

@@ -414,7 +414,10 @@ class BotService:
         stored = dataclasses.replace(album, photos=tuple(
             dataclasses.replace(p, result=dataclasses.replace(p.result, exif_gps=None))
             for p in album.photos))
-        await self._store.finish_request(request_id, json.dumps(stored.to_json()),
+        record = stored.to_json()
+        if unread:  # so the caption redrawn after a vote still names them
+            record["unread"] = list(unread)
+        await self._store.finish_request(request_id, json.dumps(record),
                                          located[0][1].result.index_version, answer_key)
         if album.best_photo is not None:
             upload, photo = located[album.best_photo]
@@ -453,7 +456,9 @@ class BotService:
         """The answer's words again (to redraw a caption with the vote tally)."""
         result = await self._result(request_id, who)
         if isinstance(result, AlbumResult):
-            return _album_summary(result, None, ())
+            record = await self._store.get_request(request_id)
+            stored = json.loads(record.result_json or "{}") if record is not None else {}
+            return _album_summary(result, None, tuple(stored.get("unread", ())))
         return None if result is None else _summary(result, None)
 
     async def set_reply_ref(self, request_id: int, reply_ref: str) -> None:

@@ -148,6 +148,7 @@ class AnswerSummary:
     advice: str | None  # what would help, on no match
     # An album's or video's line per photo (or frame), a track, photos that could not be read.
     details: tuple[str, ...] = ()
+    kind: str = "photo"  # "photo", "album" or "video": what was located
 
 
 def summarise_answer(
@@ -220,7 +221,7 @@ def summarise_album(album: AlbumResult, place: str | None = None, area: str | No
             area=area, attribution=credit,
             advice=f"None of the {noun} matched the reference imagery closely enough; wider"
                    " shots of the street, or originals sent as files, may help.",
-            details=tuple(details),
+            details=tuple(details), kind="video" if video else "album",
         )
     lat, lon = album.lat, album.lon
     assert lat is not None and lon is not None and album.radius_m is not None
@@ -231,6 +232,7 @@ def summarise_album(album: AlbumResult, place: str | None = None, area: str | No
         radius=f"within about {album.radius_m:,.0f} m", place=place, osm_url=osm_url(lat, lon),
         google_url=google_maps_url(lat, lon), reference=reference, reference_url=link,
         exif=None, area=area, attribution=credit, advice=None, details=tuple(details),
+        kind="video" if video else "album",
     )
 
 
@@ -253,7 +255,7 @@ def _photo_line(photo: AlbumPhoto, album: AlbumResult) -> str:
 def _own_gps_line(photo: AlbumPhoto, album: AlbumResult) -> str:
     gps = photo.result.exif_gps
     assert gps is not None
-    line = f"{photo.label}'s own GPS: {gps.lat:.6f}, {gps.lon:.6f}"
+    line = f"{photo.label}: its own GPS {gps.lat:.6f}, {gps.lon:.6f}"
     if album.lat is not None and album.lon is not None:
         line += f" ({haversine_m(gps.lat, gps.lon, album.lat, album.lon):,.0f} m from the answer)"
     return line
