@@ -145,6 +145,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     if env.get(WEBHOOK_SECRET_ENV):
         config = replace(config, telegram=replace(config.telegram,
                                                   webhook_secret=env[WEBHOOK_SECRET_ENV]))
+    # The engine crawls covers with the same [ingest] settings as `geosleuth ingest`.
+    config = replace(config, engine=replace(config.engine, ingest=config.ingest))
     _check_telegram(config.telegram)
     return config
 

@@ -10,8 +10,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.errors import ConfigError
+from engine.ingest.config import IngestConfig
 
 T = TypeVar("T")
+# A field so marked is not read from the engine's own TOML table: the application fills it in
+# from a section of its own (the ingest settings come from [ingest], as for `geosleuth ingest`).
+NOT_IN_TOML = {"toml": False}
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,10 @@ class EngineLimits:
     queue_size: int = 32
     job_timeout_s: float = 120.0
     batch_size: int = 8
+    # How often the index's manifest is looked at (one stat) for references appended by a
+    # cover or by `geosleuth ingest` beside the engine; they are then served without a
+    # restart. 0 turns the check off (covers still refresh the index themselves).
+    index_check_s: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -235,6 +243,21 @@ class RemoteConfig:
     connect_retries: int = 3  # connect errors are retried (nothing was sent)
     busy_retries: int = 2  # a 503 is retried after its Retry-After
     index_check_s: float = 30.0  # how old the server's answer key may be before it is asked again
+
+
+@dataclass(frozen=True)
+class CoverConfig:
+    """Areas crawled on request (`/cover`, POST /v1/cover) into the served index."""
+
+    enabled: bool = True
+    max_area_km2: float = 25.0  # a larger area is refused: a cover is a town, not a country
+    # Crawled when a request names none; mapillary only where it has a token (else skipped,
+    # and the plan says so).
+    sources: tuple[str, ...] = ("panoramax", "mapillary")
+
+    def __post_init__(self) -> None:
+        if self.max_area_km2 <= 0:
+            raise ConfigError("'engine.cover.max_area_km2' must be positive")
 
 
 VECTOR_BACKENDS = ("hnswlib", "milvus")
@@ -289,6 +312,9 @@ class EngineConfig:
     limits: EngineLimits = field(default_factory=EngineLimits)
     remote: RemoteConfig = field(default_factory=RemoteConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    cover: CoverConfig = field(default_factory=CoverConfig)
+    # The [ingest] settings, which covers crawl with (the application copies them in).
+    ingest: IngestConfig = field(default_factory=IngestConfig, metadata=NOT_IN_TOML)
 
 
 def build_config(cls: type[T], values: dict[str, Any], key_prefix: str = "") -> T:
@@ -296,7 +322,8 @@ def build_config(cls: type[T], values: dict[str, Any], key_prefix: str = "") -> 
     if not isinstance(values, dict):
         raise ConfigError(f"'{key_prefix.rstrip('.') or 'config'}' must be a table")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    known = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+             if f.metadata.get("toml", True)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown setting '{key_prefix}{unknown[0]}'")
