@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import threading
@@ -17,6 +18,7 @@ from engine.calibration import curve_for
 from engine.config import EngineConfig
 from engine.decode import decode_image
 from engine.descriptors import create_descriptor
+from engine.descriptors.base import GlobalDescriptor
 from engine.errors import Cancelled, DescriptorMismatch, ImageTooSmall
 from engine.estimate import (
     Candidate,
@@ -79,29 +81,51 @@ class Locator:
         if config.descriptor != manifest.descriptor:
             raise DescriptorMismatch(manifest.descriptor, config.descriptor)
         self.config = config
-        self.index = index
-        self.descriptor = create_descriptor(manifest.descriptor, config)
-        self.descriptor.load_state(index.directory, manifest.descriptor_state)
-        if self.descriptor.fingerprint() != manifest.descriptor_fingerprint:
+        descriptor = create_descriptor(manifest.descriptor, config)
+        descriptor.load_state(index.directory, manifest.descriptor_state)
+        self.verifier = create_verifier(config.verifier, config)
+        check_query_config(config.query)
+        self._cache = _FeatureCache(config.sift.cache_size)
+        self._pool = worker_pool(config.neural.cpu_threads, "verify")
+        self._attach(index, descriptor)
+        self.descriptor.warm_up()
+        self.verifier.warm_up()
+
+    def _attach(self, index: ReferenceIndex, descriptor: GlobalDescriptor) -> None:
+        """Serve `index` with `descriptor`, whose learned state must be the index's."""
+        manifest = index.manifest
+        if descriptor.fingerprint() != manifest.descriptor_fingerprint:
             raise DescriptorMismatch(
                 f"{manifest.descriptor} ({manifest.descriptor_fingerprint[:12]})",
-                f"{config.descriptor} ({self.descriptor.fingerprint()[:12]})",
+                f"{self.config.descriptor} ({descriptor.fingerprint()[:12]})",
             )
-        self.verifier = create_verifier(config.verifier, config)
+        self.index = index
+        self.descriptor = descriptor
         self.curve, self.curve_source = curve_for(self.verifier.calibration_key,
-                                                  index.directory, config.estimate)
+                                                  index.directory, self.config.estimate)
         self._settled_inliers = settled_inliers(self.curve)
         self._features: FeatureStore | None = None
         if (manifest.features_verifier == self.verifier.name
                 and manifest.features_fingerprint == self.verifier.fingerprint()):
             self._features = FeatureStore(index.directory, self.verifier)
-        check_query_config(config.query)
         self._store = ReferenceStore(index.directory)
-        self._cache = _FeatureCache(config.sift.cache_size)
-        self._pool = worker_pool(config.neural.cpu_threads, "verify")
         self.answer_key = self._answer_key()
-        self.descriptor.warm_up()
-        self.verifier.warm_up()
+
+    def with_index(self, index: ReferenceIndex) -> Locator:
+        """The same models over a newer view of the index (references appended): no weights
+        are loaded again; the descriptor's learned state only if the manifest's differs (an
+        index rebuilt in place), into a copy that shares the network."""
+        if index.manifest.descriptor != self.descriptor.name:
+            raise DescriptorMismatch(index.manifest.descriptor, self.descriptor.name)
+        twin = copy.copy(self)
+        descriptor = self.descriptor
+        if index.manifest.descriptor_fingerprint != self.index.manifest.descriptor_fingerprint:
+            descriptor = copy.copy(descriptor)
+            descriptor.load_state(index.directory, index.manifest.descriptor_state)
+        if index.manifest.created_at != self.index.manifest.created_at:
+            twin._cache = _FeatureCache(self.config.sift.cache_size)  # its ids name others
+        twin._attach(index, descriptor)
+        return twin
 
     def _answer_key(self) -> str:
         """A fingerprint of everything but the photo that an answer depends on: the index,
@@ -122,6 +146,8 @@ class Locator:
         return cls(config, ReferenceIndex.open(config.index_path, config.index))
 
     def close(self) -> None:
+        """Free the models' threads and the index (a locator replaced by `with_index` only
+        closes its index: the threads are its successor's)."""
         self._pool.shutdown(wait=True)
         self.index.close()
 

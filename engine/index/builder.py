@@ -4,8 +4,8 @@ Order of commits: catalogue rows first (pending), then vectors and pictures, the
 that commits the vector store (saves the hnswlib file, flushes Milvus) and only afterwards marks
 its rows indexed. A crash at any point leaves rows pending that the next run redoes; adding a
 label again replaces it, in hnswlib and in Milvus (an upsert) alike.
-One build at a time holds an index (a lock file); a new index whose build is refused before
-it has a manifest leaves nothing behind.
+One build at a time holds an index (engine/index/locks.py); a new index whose build is
+refused before it has a manifest leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock, Timeout
 
 from engine.config import EngineConfig
 from engine.decode import decode_file
@@ -29,12 +28,13 @@ from engine.errors import (
     ConfigError,
     DescriptorMismatch,
     GeoSleuthError,
-    IndexBusy,
     IndexMissing,
     SourceError,
 )
 from engine.index.catalog import CATALOG_NAME, Catalog, PendingRef
 from engine.index.feature_store import FeatureStore
+from engine.index.locks import LOCK_NAME as LOCK_NAME  # where callers have long found it
+from engine.index.locks import building
 from engine.index.manifest import MANIFEST_NAME, Manifest
 from engine.index.store import ReferenceStore
 from engine.index.stores import check_backend, open_for_build
@@ -50,7 +50,6 @@ CHECKPOINT_EVERY_S = 30.0
 # Saving the graph takes longer as it grows: wait at least this many times as long as the
 # last save took, so checkpoints never cost more than a tenth of the build.
 CHECKPOINT_COST_RATIO = 9.0
-LOCK_NAME = "build.lock"
 CHUNK = 64
 PREFETCH_CHUNKS = 1
 
@@ -92,15 +91,13 @@ def build_index(
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        with FileLock(directory / LOCK_NAME, timeout=0):
+        with building(directory):
             try:
                 return _build_locked(directory, scans, config, descriptor_name, report, started)
             except BaseException:
                 if not (directory / MANIFEST_NAME).is_file():
                     _remove_refused(directory)
                 raise
-    except Timeout:
-        raise IndexBusy(str(directory)) from None
     finally:
         if created and not (directory / MANIFEST_NAME).is_file():
             shutil.rmtree(directory, ignore_errors=True)

@@ -18,13 +18,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
-from filelock import FileLock, Timeout
 
 from engine.config import IndexConfig
-from engine.errors import ConfigError, GeoSleuthError, IndexBusy
-from engine.index.builder import LOCK_NAME
+from engine.errors import ConfigError, GeoSleuthError
 from engine.index.catalog import CATALOG_NAME, Catalog
 from engine.index.hnsw_store import HnswStore
+from engine.index.locks import building
 from engine.index.manifest import Manifest
 from engine.index.milvus_store import MilvusStore
 from engine.index.vector_store import store_key
@@ -82,12 +81,9 @@ def migrate_to_milvus(
     progress: MigrationProgress | None = None,
 ) -> MigrationReport:
     """Copy, check, then switch the manifest; no build may run meanwhile (the build lock)."""
-    try:
-        with FileLock(directory / LOCK_NAME, timeout=0):
-            return _migrate_locked(directory, target, replace(settings, uri=target.uri), ef,
-                                   batch_size, sample, progress or _noop)
-    except Timeout:
-        raise IndexBusy(str(directory)) from None
+    with building(directory):
+        return _migrate_locked(directory, target, replace(settings, uri=target.uri), ef,
+                               batch_size, sample, progress or _noop)
 
 
 def _migrate_locked(directory: Path, target: MilvusTarget, settings: IndexConfig, ef: int,
