@@ -155,6 +155,7 @@ class ResolvedPlace(Place):
     """A place a user named, with a search radius that fits its size."""
 
     search_radius_m: float
+    index: int = -1  # its entry in this gazetteer
 
     def describe(self) -> str:
         return self.label()
@@ -251,26 +252,37 @@ class Gazetteer:
 
         Population decides, so 'Vienna' is Wien, not Vienna VA; a small namesake needs its country.
         """
+        named = self.named(text, limit=1)
+        return named[0] if named else None
+
+    def named(self, text: str, limit: int = 10) -> list[ResolvedPlace]:
+        """The places called `text`, most populous first (a cover asks back between
+        namesakes of comparable size)."""
         name, *qualifiers = (fold(part) for part in text.split(","))
         if not name:
-            return None
+            return []
         try:
             wanted = [self._qualifiers[q] for q in qualifiers if q]
         except KeyError:
-            return None
+            return []
         key = hash(name)
         lo = np.searchsorted(self._keys, key, side="left")
         hi = np.searchsorted(self._keys, key, side="right")
-        candidates = [
+        candidates = {
             int(i)
             for i in self._key_places[lo:hi]
             if all(self._qualifies(int(i), w) for w in wanted)
-        ]
-        if not candidates:
-            return None
-        best = max(candidates, key=lambda i: self._populations[i])
-        fields = self._place_fields(best)
-        return ResolvedPlace(**fields, search_radius_m=search_radius_m(fields["population"]))
+        }
+        ranked = sorted(candidates, key=lambda i: (-int(self._populations[i]), i))[:limit]
+        return [self.place(i) for i in ranked]
+
+    def place(self, index: int) -> ResolvedPlace:
+        """Entry `index` (IndexError outside the gazetteer): a button names a place by it."""
+        if not 0 <= index < len(self._names):
+            raise IndexError(index)
+        fields = self._place_fields(index)
+        return ResolvedPlace(**fields, index=index,
+                             search_radius_m=search_radius_m(fields["population"]))
 
     def _place_fields(self, index: int) -> dict[str, Any]:
         """The `Place` fields of gazetteer entry `index`."""

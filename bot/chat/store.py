@@ -82,13 +82,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE requests ADD COLUMN answer_key TEXT",
         "CREATE INDEX requests_by_answer ON requests (image_sha256, answer_key, status)",
     ),
+    # 4: the area a request was searched in (a finished cover looks at the chat's unplaced
+    # photos there again), and the covers a chat watches (a restart goes on reporting them)
+    (
+        "ALTER TABLE requests ADD COLUMN area_json TEXT",
+        """CREATE TABLE cover_watches (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER NOT NULL,
+            platform TEXT NOT NULL CHECK (platform IN ('telegram', 'discord')),
+            chat_id TEXT NOT NULL,
+            chat_type TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            message_ref TEXT NOT NULL,
+            label TEXT NOT NULL,
+            reported INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            UNIQUE (platform, chat_id, job_id)
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RECORD_COLUMNS = (
     "id, platform, chat_id, user_id, user_name, chat_type, image_sha256, status, error,"
-    " created_at, finished_at, result_json, index_version, reply_ref, image"
+    " created_at, finished_at, result_json, index_version, reply_ref, image, area_json"
 )
+_WATCH_COLUMNS = "id, job_id, platform, chat_id, chat_type, user_id, message_ref, label"
 
 
 class StoreError(GeoSleuthError):
@@ -114,6 +133,22 @@ class RequestRecord:
     index_version: str | None
     reply_ref: str | None
     image: bytes | None = field(default=None, repr=False)  # only with keep_images
+    # The search area it was asked with: JSON {"text", "west", "south", "east", "north"}.
+    area_json: str | None = None
+
+
+@dataclass(frozen=True)
+class CoverWatch:
+    """A cover a chat asked for, and the message that shows its progress."""
+
+    id: int
+    job_id: int
+    platform: Platform
+    chat_id: str
+    chat_type: str
+    user_id: str
+    message_ref: str  # the platform's reference to the progress message
+    label: str
 
 
 @dataclass(frozen=True)
@@ -178,6 +213,7 @@ def _record(row: Sequence[Any]) -> RequestRecord:
         index_version=row[12],
         reply_ref=row[13],
         image=row[14],
+        area_json=row[15],
     )
 
 
@@ -237,6 +273,7 @@ class Store:
         chat_type: str,
         image_sha256: str,
         image: bytes | None,
+        area_json: str | None = None,
     ) -> int:
         """Record a pending request at once, so a crash before the answer leaves a trace."""
         _check(platform, Platform, "platform")
@@ -244,8 +281,9 @@ class Store:
         async with self._write() as db:
             cursor = await db.execute(
                 "INSERT INTO requests (platform, chat_id, user_id, user_name, chat_type,"
-                " image_sha256, image, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (platform, chat_id, user_id, user_name, chat_type, image_sha256, kept, _now()),
+                " image_sha256, image, created_at, area_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (platform, chat_id, user_id, user_name, chat_type, image_sha256, kept, _now(),
+                 area_json),
             )
             request_id = cursor.lastrowid
         assert request_id is not None  # an INSERT into a rowid table always sets it
@@ -342,10 +380,10 @@ class Store:
             cursor = await db.execute(
                 "DELETE FROM requests WHERE platform = ? AND chat_id = ?", (platform, chat_id)
             )
-            await db.execute(
-                "DELETE FROM chat_settings WHERE platform = ? AND chat_id = ?",
-                (platform, chat_id),
-            )
+            for table in ("chat_settings", "cover_watches"):
+                await db.execute(
+                    f"DELETE FROM {table} WHERE platform = ? AND chat_id = ?", (platform, chat_id)
+                )
             return cursor.rowcount
 
     async def purge_older_than(self, days: float) -> int:
@@ -357,6 +395,64 @@ class Store:
                 "DELETE FROM requests WHERE created_at < ?", (_ago(timedelta(days=days)),)
             )
             return cursor.rowcount
+
+    async def unplaced_requests(
+        self, platform: Platform, chat_id: str, days: float, limit: int
+    ) -> list[RequestRecord]:
+        """A chat's recent single photos answered "no confident match", newest first, each
+        only if no later answer in the chat is for the same photo (a cover's second look)."""
+        rows = await self._read(
+            f"SELECT {_RECORD_COLUMNS} FROM requests AS r"
+            " WHERE platform = ? AND chat_id = ? AND status = 'done' AND created_at >= ?"
+            " AND json_extract(result_json, '$.status') != 'located'"
+            " AND coalesce(json_extract(result_json, '$.kind'), '') != 'album'"
+            " AND NOT EXISTS (SELECT 1 FROM requests AS later WHERE later.platform = r.platform"
+            " AND later.chat_id = r.chat_id AND later.image_sha256 = r.image_sha256"
+            " AND later.status = 'done' AND later.id > r.id)"
+            " ORDER BY id DESC LIMIT ?",
+            (platform, chat_id, _ago(timedelta(days=days)), limit),
+        )
+        return [_record(row) for row in rows]
+
+    # -- covers -----------------------------------------------------------------------------
+
+    async def watch_cover(self, job_id: int, platform: Platform, chat_id: str, chat_type: str,
+                          user_id: str, message_ref: str, label: str) -> CoverWatch:
+        """Remember that this chat follows the cover in `message_ref`, across restarts."""
+        _check(platform, Platform, "platform")
+        async with self._write() as db:
+            rows = await db.execute_fetchall(
+                "INSERT INTO cover_watches (job_id, platform, chat_id, chat_type, user_id,"
+                " message_ref, label, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (platform, chat_id, job_id) DO UPDATE"
+                " SET message_ref = excluded.message_ref, reported = 0"
+                f" RETURNING {_WATCH_COLUMNS}",
+                (job_id, platform, chat_id, chat_type, user_id, message_ref, label, _now()),
+            )
+        return CoverWatch(*next(iter(rows)))
+
+    async def cover_watch(self, platform: Platform, chat_id: str,
+                          job_id: int) -> CoverWatch | None:
+        """The chat's watch of that cover, reported or not (a Cancel button finds it)."""
+        rows = await self._read(
+            f"SELECT {_WATCH_COLUMNS} FROM cover_watches"
+            " WHERE platform = ? AND chat_id = ? AND job_id = ?", (platform, chat_id, job_id))
+        return CoverWatch(*rows[0]) if rows else None
+
+    async def open_cover_watches(self, platform: Platform) -> list[CoverWatch]:
+        """Covers whose end has not been reported yet, oldest first (a restart goes on)."""
+        rows = await self._read(
+            f"SELECT {_WATCH_COLUMNS} FROM cover_watches WHERE platform = ? AND reported = 0"
+            " ORDER BY id", (platform,))
+        return [CoverWatch(*row) for row in rows]
+
+    async def cover_reported(self, watch_id: int) -> bool:
+        """Mark a watch reported; False if it was already, or is gone (/forget)."""
+        async with self._write() as db:
+            cursor = await db.execute(
+                "UPDATE cover_watches SET reported = 1 WHERE id = ? AND reported = 0",
+                (watch_id,))
+            return cursor.rowcount == 1
 
     # -- feedback ---------------------------------------------------------------------------
 
