@@ -54,6 +54,12 @@ class ServiceConfig:
     # Prometheus /metrics of the bots (updates, answers, refusals, time to answer); 0 = off.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
+    # A cover's progress message is brought up to date this often (one engine call; edits
+    # only when the words change, so the platforms' edit limits are never near).
+    cover_poll_s: float = 3.0
+    # When a cover finishes, the chat's "no confident match" photos of the last this many days
+    # whose area or leads lie in it are located again (where the photo is still at hand).
+    relook_days: float = 7.0
 
 
 @dataclass(frozen=True)

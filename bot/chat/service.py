@@ -13,17 +13,27 @@ import hashlib
 import inspect
 import json
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 
+from bot.chat.cover_area import CAP_MARGIN, read_cover_area
+from bot.chat.covers import CoverDesk, SecondLook
 from bot.chat.metrics import BotMetrics
 from bot.chat.places import AreaHint, gazetteer, parse_area_hint, place_name
 from bot.chat.ratelimit import RateLimiter
-from bot.chat.store import RecordedAnswer, RequestRecord, Store, StoreError, Tally
+from bot.chat.requests import Refusal, RefusalReason, Requester
+from bot.chat.store import (
+    CoverWatch,
+    RecordedAnswer,
+    RequestRecord,
+    Store,
+    StoreError,
+    Tally,
+)
 from bot.config import AppConfig
 from bot.render.export import FORMATS, Case, export_filename, read_case, render
 from bot.render.map import render_album_map, render_map
@@ -49,10 +59,14 @@ from engine import (
     result_from_json,
 )
 from engine.album import AlbumPhoto, AlbumResult, album_from_json, is_album_json
+from engine.cover import CoverJob
+from engine.ingest.area import BBox
 from engine.remote import RemoteEngine
 from engine.video import keyframes
 
 log = logging.getLogger(__name__)
+
+SECOND_LOOK_MAX = 20  # a finished cover looks again at this many of a chat's waiting photos
 
 
 
@@ -69,45 +83,6 @@ class PartProgress:
 # A stage of the engine, one photo's of an album, or a step of the service's own in words.
 ProgressEvent = Progress | PartProgress | str
 ProgressHandler = Callable[[ProgressEvent], Awaitable[None] | None]
-
-
-@dataclass(frozen=True, slots=True)
-class Requester:
-    """Who asks, from where: ids are strings whatever the platform uses."""
-
-    platform: str
-    chat_id: str  # whose history a request joins: a chat, a Discord channel, a user's own
-    chat_type: str  # "private", "group", "supergroup", "guild", ...
-    user_id: str
-    user_name: str
-    # The community a chat belongs to (a Discord server): access lists and the per-chat rate
-    # limit count it whole. Empty where the chat is the whole group (Telegram).
-    group_id: str = ""
-
-    @property
-    def place(self) -> str:
-        """Where access lists and the per-chat rate limit apply."""
-        return self.group_id or self.chat_id
-
-
-class RefusalReason(StrEnum):
-    ACCESS = "access"
-    RATE_LIMIT = "rate_limit"
-    TOO_LARGE = "too_large"
-    BAD_IMAGE = "bad_image"
-    BAD_AREA = "bad_area"
-    BUSY = "busy"
-    TIMEOUT = "timeout"
-    ENGINE = "engine"
-    BAD_COMMAND = "bad_command"
-    NOTHING = "nothing"
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    reason: RefusalReason
-    text: str
-    retry_after_s: float | None = None
 
 
 # What a follow-up on an unknown, forgotten or another chat's request gets: the same words.
@@ -129,6 +104,9 @@ class Answer:
     summary: AnswerSummary
     map_png: bytes
     cached: bool
+    # No confident match in an area the index holds no references for: what `/cover` would
+    # take to fetch it (the adapter offers it to admins, and tells others to ask one).
+    cover_offer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +156,7 @@ class BotService:
         self._recent = _RecentPhotos(config.service.recent_photos_bytes)
         self._video_slot = asyncio.Semaphore(1)
         self.metrics = BotMetrics()
+        self.covers = CoverDesk(config, engine, store, self._second_look)
 
     # --- access and limits ---------------------------------------------------------------
 
@@ -335,7 +314,8 @@ class BotService:
         digest = hashlib.sha256(image).hexdigest()
         stored = image if self._config.store.keep_images else None
         request_id = await self._store.start_request(
-            who.platform, who.chat_id, who.user_id, who.user_name, who.chat_type, digest, stored
+            who.platform, who.chat_id, who.user_id, who.user_name, who.chat_type, digest, stored,
+            _area_json(hint),
         )
         area = hint.area if hint else None
         area_label = f"Searched {hint.label}" if hint else None
@@ -361,7 +341,67 @@ class BotService:
             self._recent.put(request_id, image, result)
         summary = _summary(result, area_label)
         map_png = await asyncio.to_thread(render_map, result, self._config.map)
-        return Answer(request_id, result, summary, map_png, cached is not None)
+        offer = None
+        if hint is not None and not result.located and not await self.covers.covers_area(
+                hint.area.west, hint.area.south, hint.area.east, hint.area.north):
+            offer = cover_argument(area_hint or "", hint, self._config.engine.cover.max_area_km2)
+        return Answer(request_id, result, summary, map_png, cached is not None, offer)
+
+    def cover_offer_text(self, offer: str, *, may_cover: bool) -> str:
+        """Said under a "no confident match" whose area the index does not cover."""
+        what = "The index has no reference photos in that area yet, so nothing there to match."
+        if may_cover:
+            return f"{what} /cover {offer} fetches its open street-level imagery."
+        return f"{what} Ask an admin to /cover {offer}."
+
+    async def _second_look(self, watch: CoverWatch, job: CoverJob) -> SecondLook:
+        """After a cover: the chat's recent unplaced photos whose search area or leads lie in
+        the covered box are located again, where the photo is still at hand (recent photos in
+        memory, or the store's with keep_images)."""
+        box = job.request.bbox
+        records = await self._store.unplaced_requests(
+            watch.platform, watch.chat_id, self._config.service.relook_days,  # type: ignore[arg-type]
+            SECOND_LOOK_MAX)
+        placed, looked, not_kept = [], 0, 0
+        for record in records:
+            area = _stored_area(record.area_json)
+            if not _waits_in(record, area, box):
+                continue
+            recent = self._recent.get(record.id)
+            image = recent[0] if recent is not None else record.image
+            if image is None:
+                not_kept += 1
+                continue
+            looked += 1
+            answer = await self._placed_again(record, image, area)
+            if answer is not None:
+                placed.append((record, answer))
+        return SecondLook(tuple(placed), looked, not_kept)
+
+    async def _placed_again(self, earlier: RequestRecord, image: bytes,
+                            area: SearchArea | None) -> Answer | None:
+        """A new answer, recorded as a new request of the same asker, if it now places the
+        photo; nothing is recorded when it still does not."""
+        assert self._engine is not None
+        try:
+            result = await self._engine.locate(image, area=area)
+        except GeoSleuthError as exc:
+            log.warning("a second look at request %d failed: %s", earlier.id, exc)
+            return None
+        if not result.located:
+            return None
+        request_id = await self._store.start_request(
+            earlier.platform, earlier.chat_id, earlier.user_id, earlier.user_name,
+            earlier.chat_type, earlier.image_sha256, image, earlier.area_json)
+        answer_key = _answer_key(await self._engine.current_answer_key(), area)
+        await self._store.finish_request(
+            request_id, json.dumps(dataclasses.replace(result, exif_gps=None).to_json()),
+            result.index_version, answer_key)
+        self._recent.put(request_id, image, result)
+        label = json.loads(earlier.area_json)["label"] if earlier.area_json else None
+        summary = _summary(result, f"Searched {label}" if label else None)
+        map_png = await asyncio.to_thread(render_map, result, self._config.map)
+        return Answer(request_id, result, summary, map_png, cached=False)
 
     async def _locate_video(self, who: Requester, video: bytes, area_hint: str | None,
                             on_progress: ProgressHandler | None,
@@ -637,7 +677,10 @@ class BotService:
             "What GeoSleuth keeps: for each photo, a fingerprint (SHA-256 hash), who sent it in"
             f" which chat, when, and the answer (without the photo's own GPS); {kept}."
             " Recent photos stay in memory only"
-            " while the evidence button may need them. Confirm/dispute votes are kept with the"
+            " while the evidence button may need them, and while they wait for a second look:"
+            " when an admin's /cover fetches the imagery of an area, this chat's recent"
+            " unplaced photos of that area are located again if the bot still has them (in"
+            " memory, or kept). Confirm/dispute votes are kept with the"
             f" voter's name. Records are deleted after {self._config.store.retention_days} days;"
             " /forget deletes this chat's history now."
         )
@@ -648,6 +691,54 @@ class BotService:
 
     async def purge_old_records(self) -> int:
         return await self._store.purge_older_than(self._config.store.retention_days)
+
+
+def cover_argument(text: str, hint: AreaHint, max_area_km2: float) -> str:
+    """What to write after /cover for the area a photo was searched in: the place as the
+    user named it where /cover reads it so, else the circle's centre and radius (capped)."""
+    words = " ".join(w for w in text.split() if not w.startswith(("/", "@")))
+    try:
+        if words:
+            read_cover_area(words, max_area_km2)  # a place, or namesakes asked back then
+            return words
+    except SearchAreaError:
+        pass
+    area = hint.area
+    if area.centre is None or area.radius_m is None:
+        return f"{area.west:.5f},{area.south:.5f},{area.east:.5f},{area.north:.5f}"
+    radius_km = min(area.radius_m / 1000, math.sqrt(max_area_km2) / 2 * CAP_MARGIN)
+    return f"{area.centre[0]:.5f},{area.centre[1]:.5f} {radius_km:.1f}"
+
+
+def _area_json(hint: AreaHint | None) -> str | None:
+    """A search area as kept with its request (for a cover's second look)."""
+    if hint is None:
+        return None
+    area = hint.area
+    return json.dumps({"label": hint.label, "west": area.west, "south": area.south,
+                       "east": area.east, "north": area.north, "centre": area.centre,
+                       "radius_m": area.radius_m})
+
+
+def _stored_area(text: str | None) -> SearchArea | None:
+    if not text:
+        return None
+    data = json.loads(text)
+    centre = tuple(data["centre"]) if data.get("centre") else None
+    return SearchArea(data["west"], data["south"], data["east"], data["north"],
+                      centre, data.get("radius_m"))  # type: ignore[arg-type]
+
+
+def _waits_in(record: RequestRecord, area: SearchArea | None, box: BBox) -> bool:
+    """Whether a cover of `box` may place the request: its search area overlaps the box, or
+    one of its leads lies in it."""
+    if area is not None and (area.west <= box.east and box.west <= area.east
+                             and area.south <= box.north and box.south <= area.north):
+        return True
+    data = json.loads(record.result_json or "{}")
+    leads = [*data.get("alternatives", ()), data]
+    return any(lead.get("lat") is not None and lead.get("lon") is not None
+               and box.contains(lead["lat"], lead["lon"]) for lead in leads)
 
 
 def _answer_key(engine_key: str, area: SearchArea | None) -> str:

@@ -516,3 +516,42 @@ def _album_titles(album: AlbumResult) -> tuple[str, str]:
 
 def _timed(album: AlbumResult) -> bool:
     return any(p.time_s is not None for p in album.photos)
+
+
+def render_coverage_map(cells: Sequence[dict[str, Any]], style: MapStyle, title: str,
+                        subtitle: str) -> bytes:
+    """PNG of where the index has references: each grid cell a rectangle, the darker the more
+    references it holds (the engine's `coverage` cells: west, south, east, north, references)."""
+    if not cells:
+        return png_bytes(_empty_card(style, "No references yet",
+                                     "The index holds no reference photos: /cover an area."))
+    corners = [_Mark(lat, lon, "candidate") for c in cells
+               for lat, lon in ((c["south"], c["west"]), (c["north"], c["east"]))]
+    view = _fit_viewport(corners, style.width, style.height)
+    base = _basemap(view, style)
+    img = (base if base is not None else _paper(view)).convert("RGBA")
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    most = max(math.log1p(c["references"]) for c in cells)
+    for cell in cells:
+        x0, y0 = view.to_image(cell["north"], cell["west"])
+        x1, y1 = view.to_image(cell["south"], cell["east"])
+        # Never under 3 px: a 1 km cell seen from a continent still shows.
+        x1, y1 = max(x1, x0 + 3), max(y1, y0 + 3)
+        share = math.log1p(cell["references"]) / most if most else 1.0
+        draw.rectangle((x0, y0, x1, y1), fill=(*ESTIMATE, int(70 + 130 * share)),
+                       outline=(*ESTIMATE, 230))
+    img = Image.alpha_composite(img, layer).convert("RGB")
+    _header(img, title, subtitle, [])
+    _scale_bar(img, view)
+    _footer_note(img, style.attribution if base is not None else "basemap unavailable")
+    return png_bytes(img)
+
+
+def _empty_card(style: MapStyle, title: str, line: str) -> Image.Image:
+    img = Image.new("RGB", (style.width, style.height), PAPER)
+    draw = ImageDraw.Draw(img)
+    cx, cy = style.width / 2, style.height / 2
+    draw.text((cx, cy - 12), title, fill=INK, font=typeface(24, bold=True), anchor="mm")
+    draw.text((cx, cy + 22), line, fill=MUTED, font=typeface(13), anchor="mm")
+    return img
