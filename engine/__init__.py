@@ -2,9 +2,11 @@
 
 from engine.async_engine import AsyncEngine
 from engine.config import EngineConfig
+from engine.cover import CoverJob, CoverPlan, CoverRequest
 from engine.decode import DecodedImage, decode_image, read_exif_gps
 from engine.errors import (
     ConfigError,
+    CoverRefused,
     DescriptorMismatch,
     EngineBusy,
     EngineFailed,
@@ -19,6 +21,7 @@ from engine.errors import (
 )
 from engine.evidence_picture import render_evidence, render_result_evidence
 from engine.geo import SearchArea
+from engine.ingest.area import BBox
 from engine.locator import Locator
 from engine.results import (
     Alternative,
@@ -36,8 +39,13 @@ from engine.video import Keyframe, keyframes
 __all__ = [
     "Alternative",
     "AsyncEngine",
+    "BBox",
     "CatalogEntry",
     "ConfigError",
+    "CoverJob",
+    "CoverPlan",
+    "CoverRefused",
+    "CoverRequest",
     "DecodedImage",
     "DescriptorMismatch",
     "EngineBusy",

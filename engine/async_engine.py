@@ -3,6 +3,12 @@
 Jobs wait in a bounded queue (a full queue is `EngineBusy`, never a silent drop); the worker
 takes up to `batch_size` waiting jobs at once and describes them in one call; each job has a
 timeout counted from submission; progress events reach the caller on the event loop.
+
+References appended to the index (a cover's batch, `geosleuth ingest` beside the engine) are
+served without a restart: `refresh_index` opens a newer view in a thread of its own over the
+loaded models and the worker swaps it in between batches; the manifest is also watched. Covers
+(engine/cover) run in a thread of their own; their methods here are the API the chat and the
+server use.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import sqlite3
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,8 +28,10 @@ import numpy as np
 
 from engine.album import AlbumPhoto, AlbumResult, fuse
 from engine.config import EngineLimits
+from engine.cover import CoverJob, CoverPlan, CoverRequest, Covers, coverage_cells
 from engine.errors import (
     Cancelled,
+    CoverRefused,
     EngineBusy,
     EngineFailed,
     EngineStopped,
@@ -32,9 +41,14 @@ from engine.errors import (
 )
 from engine.geo import SearchArea
 from engine.locator import Locator, Query
+from engine.refresh import Stamp, manifest_stamp, open_newer
 from engine.results import CatalogEntry, LocateResult, Progress, Stage
 
 log = logging.getLogger(__name__)
+
+# How long a refresh asked for waits for a build in progress to commit (the manifest watch
+# does not wait: it looks again at its next check).
+REFRESH_WAIT_S = 60.0
 
 ProgressHandler = Callable[[Progress], Awaitable[None] | None]
 
@@ -64,13 +78,33 @@ class AsyncEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._emitting: set[asyncio.Task[None]] = set()
+        # A newer view of the index is opened here, never on the worker: no query waits.
+        self._reloader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-reload")
+        self._refreshing = asyncio.Lock()
+        self._swap: tuple[Locator, asyncio.Future[None]] | None = None
+        self._seen: Stamp = None
+        self._watch: asyncio.Task[None] | None = None
+        self._covers: Covers | None = None
+        self._coverage: dict[tuple[str, float], list[dict[str, object]]] = {}
 
     async def start(self) -> None:
         """Open the index and models in the worker thread (errors such as a missing index
-        surface here, at start-up, not on the first user's photo)."""
+        surface here, at start-up, not on the first user's photo); then resume the covers."""
         self._loop = asyncio.get_running_loop()
         self._locator = await self._loop.run_in_executor(self._thread, self._open_locator)
+        directory, config = self._locator.index.directory, self._locator.config
+        self._seen = manifest_stamp(directory)
         self._worker = asyncio.create_task(self._work(), name="geosleuth-engine")
+        if self._limits.index_check_s > 0:
+            self._watch = asyncio.create_task(self._watch_index(), name="geosleuth-index-watch")
+        if config.cover.enabled:
+            try:
+                self._covers = await asyncio.to_thread(Covers, directory, config,
+                                                       self._refresh_from_thread)
+            except (OSError, sqlite3.Error) as exc:  # a read-only index: served, not grown
+                log.warning("covers are off: %s cannot keep them (%s)", directory, exc)
+            else:
+                self._covers.start()
 
     @property
     def healthy(self) -> bool:
@@ -135,6 +169,7 @@ class AsyncEngine:
             "verifier": locator.verifier.name,
             "vector_store": locator.index.vectors.backend,
             "device": runtime.label if runtime is not None else "cpu",
+            "covered": self._covers.covered() if self._covers is not None else [],
         }
 
     def reference_entry(self, ref_id: int) -> CatalogEntry | None:
@@ -192,31 +227,137 @@ class AsyncEngine:
         return fuse(photos, self._locator.config.estimate, self._locator.curve)
 
     async def close(self) -> None:
-        """Refuse new jobs, fail the waiting ones, finish the running batch, free the models."""
+        """Refuse new jobs, fail the waiting ones, stop the running cover at a clean point
+        (it resumes at the next start), finish the running batch, free the models."""
         self._closing = True
         while self._waiting:
             job = self._waiting.popleft()
             if not job.future.done():
                 job.future.set_exception(EngineStopped())
+        if self._watch is not None:
+            self._watch.cancel()
+        if self._covers is not None:
+            await asyncio.to_thread(self._covers.close)
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        if self._swap is not None:
+            newer, swapped = self._swap
+            self._swap = None
+            newer.index.close()
+            swapped.cancel()
         if self._locator is not None and self._loop is not None:
             await self._loop.run_in_executor(self._thread, self._locator.close)
             self._locator = None
         self._thread.shutdown(wait=True)
+        self._reloader.shutdown(wait=True)
         self._probe.shutdown(wait=False)  # a probe stuck on a dead Milvus ends on its deadline
 
     def _discard(self, job: _Job) -> None:
         with contextlib.suppress(ValueError):
             self._waiting.remove(job)
 
+    async def refresh_index(self) -> bool:
+        """Serve what builds have committed to the index since this engine opened it (a
+        cover's batch, `geosleuth ingest` beside it), without a restart. True when a newer
+        view was swapped in; False when there was none, or a build kept the index past
+        REFRESH_WAIT_S (the manifest watch then picks it up)."""
+        return await self._refresh(REFRESH_WAIT_S)
+
+    async def _refresh(self, wait_s: float) -> bool:
+        if self._closing or self._locator is None or self._loop is None or self._worker is None:
+            raise EngineStopped()
+        async with self._refreshing:
+            directory = self._locator.index.directory
+            stamp = manifest_stamp(directory)  # before opening: a later commit is seen again
+            try:
+                newer, read = await self._loop.run_in_executor(
+                    self._reloader, open_newer, self._locator, wait_s)
+            except (GeoSleuthError, OSError) as exc:  # the served view stays; said once a try
+                log.warning("the index at %s could not be opened again: %s", directory, exc)
+                return False
+            if read:
+                self._seen = stamp
+            if newer is None:
+                return False
+            swapped = self._loop.create_future()
+            self._swap = (newer, swapped)
+            self._wake.set()
+            await asyncio.wait({swapped, self._worker}, return_when=asyncio.FIRST_COMPLETED)
+            if not swapped.done() or swapped.cancelled():
+                raise EngineStopped()
+            log.info("now serving %d references (index %s)", len(newer.index),
+                     newer.index.version)
+            return True
+
+    def _refresh_from_thread(self) -> None:
+        """For the cover thread, after each batch it commits: waits until the batch is served."""
+        assert self._loop is not None
+        try:
+            asyncio.run_coroutine_threadsafe(self.refresh_index(),
+                                             self._loop).result(REFRESH_WAIT_S * 2)
+        except Exception as exc:  # stopping, or the index unreadable: the cover goes on
+            log.warning("the engine did not take up the new references: %s",
+                        str(exc) or type(exc).__name__)
+
+    async def _watch_index(self) -> None:
+        """One stat every `index_check_s`; a changed manifest is a commit to serve."""
+        assert self._locator is not None
+        directory = self._locator.index.directory
+        while True:
+            await asyncio.sleep(self._limits.index_check_s)
+            if manifest_stamp(directory) != self._seen and not self._refreshing.locked():
+                with contextlib.suppress(EngineStopped):
+                    await self._refresh(0.0)
+
+    async def plan_cover(self, request: CoverRequest) -> CoverPlan:
+        """What covering the area would fetch and take (asks each platform for one cell)."""
+        return await asyncio.to_thread(self._cover_service().plan, request)
+
+    async def start_cover(self, request: CoverRequest) -> CoverJob:
+        """Queue a cover; it runs after those before it, in the background."""
+        return await asyncio.to_thread(self._cover_service().submit, request)
+
+    async def cover_job(self, job_id: int) -> CoverJob | None:
+        return await asyncio.to_thread(self._cover_service().job, job_id)
+
+    async def cover_jobs(self, requested_by: str | None = None) -> list[CoverJob]:
+        """Newest first; only those `requested_by` names, if given."""
+        return await asyncio.to_thread(self._cover_service().jobs, requested_by)
+
+    async def cancel_cover(self, job_id: int) -> CoverJob | None:
+        """A queued cover ends now; a running one stops at its next clean point (its
+        progress says "cancelling" until then) and keeps what it fetched."""
+        return await asyncio.to_thread(self._cover_service().cancel, job_id)
+
+    async def coverage(self, cell_km: float = 1.0) -> list[dict[str, object]]:
+        """Cells of about `cell_km` that hold references ({"west", "south", "east", "north",
+        "references"}), from the catalogue; cached per index version."""
+        if self._locator is None:
+            raise EngineStopped()
+        index = self._locator.index
+        key = (index.version, float(cell_km))
+        if key not in self._coverage:
+            _, lats, lons = await asyncio.to_thread(index.catalog.indexed_positions)
+            cells = coverage_cells(lats, lons, cell_km)
+            self._coverage = {k: v for k, v in self._coverage.items() if k[0] == key[0]}
+            self._coverage[key] = cells
+        return self._coverage[key]
+
+    def _cover_service(self) -> Covers:
+        if self._locator is None or self._closing:
+            raise EngineStopped()
+        if self._covers is None:
+            raise CoverRefused("Covering new areas is turned off on this engine.")
+        return self._covers
+
     async def _work(self) -> None:
         assert self._loop is not None
         while True:
             await self._wake.wait()
             self._wake.clear()
+            await self._swap_if_due()
             while self._waiting:
                 batch = [self._waiting.popleft()
                          for _ in range(min(self._limits.batch_size, len(self._waiting)))]
@@ -225,6 +366,20 @@ class AsyncEngine:
                     self._emit_soon(job, Progress(Stage.QUEUED, position=position))
                 if batch:
                     await self._loop.run_in_executor(self._thread, self._run_batch, batch)
+                await self._swap_if_due()
+
+    async def _swap_if_due(self) -> None:
+        """Between batches: the next one reads the newer view; the old one is closed on the
+        worker, after the last batch that used it."""
+        if self._swap is None:
+            return
+        assert self._loop is not None and self._locator is not None
+        newer, swapped = self._swap
+        self._swap = None
+        old, self._locator = self._locator, newer
+        await self._loop.run_in_executor(self._thread, old.index.close)
+        if not swapped.done():
+            swapped.set_result(None)
 
     def _run_batch(self, batch: list[_Job]) -> None:
         """In the worker thread: decode each, describe together, then finish one by one."""

@@ -349,3 +349,8 @@ class SourceAuthFailed(IngestError):
     def __init__(self, source: str, status: int) -> None:
         super().__init__(source, f"the platform refused the request (HTTP {status}): check the"
                          " access token")
+
+
+class CoverRefused(GeoSleuthError):
+    """A cover the engine will not run (an area over the cap, a source it does not know,
+    covers turned off); the message says which, in one sentence."""

@@ -8,7 +8,8 @@ brought the engine down. Every request has a connection of its own, so a lost on
 stale pooled connection that the server had already closed. Every other failure becomes the
 engine error it stands for, with the server's own one-line reason, so the bot answers the
 user exactly as it does with the engine in-process. Progress comes as the server streams it
-(NDJSON).
+(NDJSON). Covers are asked for and followed over /v1/cover, with the same methods as the
+in-process engine.
 """
 
 from __future__ import annotations
@@ -32,13 +33,17 @@ from yarl import URL
 from engine.album import AlbumPhoto, AlbumResult, album_from_json
 from engine.async_engine import ProgressHandler
 from engine.config import RemoteConfig
+from engine.cover import CoverJob, CoverPlan, CoverRequest
 from engine.errors import (
     ConfigError,
+    CoverRefused,
     EngineBusy,
     EngineFailed,
     GeoSleuthError,
     ImageError,
     SearchAreaError,
+    SourceAuthFailed,
+    SourceUnavailable,
 )
 from engine.geo import SearchArea
 from engine.results import CatalogEntry, LocateResult, Progress, Stage, result_from_json
@@ -59,6 +64,10 @@ class EngineUnreachable(EngineFailed):
 
 class RemoteImageRefused(ImageError):
     """The server refused the photo (too large, not an image, broken): its reason, verbatim."""
+
+
+class RemoteNotFound(EngineFailed):
+    """The server has no such thing (a cover job, say)."""
 
 
 class RemoteEngine:
@@ -167,6 +176,38 @@ class RemoteEngine:
             replace(fused, result=given.result)
             for fused, given in zip(album.photos, photos, strict=True)))
 
+    async def plan_cover(self, request: CoverRequest) -> CoverPlan:
+        return CoverPlan.from_json(await self._cover("POST", "/v1/cover/plan", request))
+
+    async def start_cover(self, request: CoverRequest) -> CoverJob:
+        return CoverJob.from_json(await self._cover("POST", "/v1/cover", request))
+
+    async def cover_job(self, job_id: int) -> CoverJob | None:
+        return await self._job_or_none("GET", job_id)
+
+    async def cover_jobs(self, requested_by: str | None = None) -> list[CoverJob]:
+        params = {"requested_by": requested_by} if requested_by is not None else None
+        listed = json.loads(await self._request("GET", "/v1/cover", params=params))
+        return [CoverJob.from_json(job) for job in listed["jobs"]]
+
+    async def cancel_cover(self, job_id: int) -> CoverJob | None:
+        return await self._job_or_none("DELETE", job_id)
+
+    async def coverage(self, cell_km: float = 1.0) -> list[dict[str, object]]:
+        answer = await self._request("GET", "/v1/coverage", params={"cell_km": str(cell_km)})
+        return json.loads(answer)["cells"]
+
+    async def _cover(self, method: str, path: str, request: CoverRequest) -> dict[str, Any]:
+        body = json.dumps(request.to_json()).encode()
+        return json.loads(await self._request(method, path, data=body))
+
+    async def _job_or_none(self, method: str, job_id: int) -> CoverJob | None:
+        try:
+            answer = await self._request(method, f"/v1/cover/{int(job_id)}")
+        except RemoteNotFound:
+            return None
+        return CoverJob.from_json(json.loads(answer))
+
     async def _get_json(self, path: str) -> dict[str, Any]:
         return json.loads(await self._request("GET", path))
 
@@ -223,6 +264,18 @@ def _refusal(status: int, kind: str, message: str) -> GeoSleuthError:
     if status == 401:
         return ConfigError("the engine refused this bot's token ('engine.remote.token' or"
                            " $GEOSLEUTH_ENGINE_TOKEN)")
+    if kind == "cover_refused":
+        return CoverRefused(message)
+    if kind in ("source_unavailable", "source_auth_failed"):
+        source, _, _ = message.partition(":")
+        error: GeoSleuthError = (SourceUnavailable(source, "") if kind == "source_unavailable"
+                                 else SourceAuthFailed(source, status))
+        error.args = (message,)
+        return error
+    if status == 404:
+        missing = RemoteNotFound(kind or "HTTP 404")
+        missing.args = (message,)
+        return missing
     if status in (413, 415, 422):
         return RemoteImageRefused(message)
     if status == 400:
@@ -231,9 +284,9 @@ def _refusal(status: int, kind: str, message: str) -> GeoSleuthError:
         busy = EngineBusy(0)
         busy.args = (message,)
         return busy
-    error = EngineFailed(kind or f"HTTP {status}")
-    error.args = (message,)
-    return error
+    failed = EngineFailed(kind or f"HTTP {status}")
+    failed.args = (message,)
+    return failed
 
 
 def _query(area: SearchArea | None, top_k: int | None) -> dict[str, str]:

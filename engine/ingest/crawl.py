@@ -6,8 +6,9 @@ is deduplicated on (source, id) against this run and every earlier one before it
 fetched. Downloads run `concurrency` at a time on the source's polite client; panoramas are
 cut into views. Staged images go into the index through the same resumable builder as
 `index build`, a batch at a time; the first batch of a new index is larger, since the
-descriptor's vocabulary is learned from it. Ctrl-C lets the downloads in flight finish and
-stages them, so a resumed run fetches nothing twice.
+descriptor's vocabulary is learned from it. Ctrl-C, or the `cancel` event (a cover
+cancelled or an engine stopping), lets the downloads in flight finish and stages them, so a
+resumed run fetches nothing twice; a cancelled run also indexes what it staged.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import io
 import logging
 import shutil
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -50,8 +52,10 @@ REFRESH_OVERLAP = timedelta(days=1)
 PANORAMA_MAX_SIDE = 8192  # equirectangular width kept when decoding before the cut
 VIEW_QUALITY = 90
 
-# (source, cells done, cells total, new images so far)
+# (source, cells done, cells total, new images so far): after each cell and each new image
 CrawlProgress = Callable[[str, int, int, int], None]
+# After each batch is committed to the index, with the summaries it counted towards.
+BatchIndexed = Callable[[Sequence["SourceSummary"]], None]
 
 
 @dataclass(slots=True)
@@ -89,20 +93,25 @@ class CrawlRequest:
     max_images: int | None = None  # new images per source
 
 
-class _Limit(Exception):
-    """The run's --max-images is reached."""
+class _Stop(Exception):
+    """The run stops early at a clean point: --max-images is reached, or it is cancelled."""
 
 
 class Crawler:
     def __init__(self, directory: Path, engine_config: EngineConfig, config: IngestConfig,
                  *, progress: CrawlProgress | None = None,
-                 build_progress: BuildProgress | None = None) -> None:
+                 build_progress: BuildProgress | None = None,
+                 indexed: BatchIndexed | None = None,
+                 cancel: threading.Event | None = None) -> None:
         self.directory = directory
         self.engine_config = engine_config
         self.config = config
         self._progress = progress or (lambda *_: None)
         self._build_progress = build_progress
+        self._indexed = indexed or (lambda _: None)
+        self._cancel = cancel or threading.Event()
         self._staging = directory / STAGING_NAME
+        self._cells = (0, 0)  # the source being crawled: cells done, cells in all
 
     def run(self, platforms: Sequence[Platform], request: CrawlRequest) -> list[SourceSummary]:
         created = not self.directory.exists()
@@ -111,6 +120,9 @@ class Crawler:
         try:
             summaries = []
             for platform in platforms:
+                if self._cancel.is_set():
+                    platform.client.close()
+                    continue
                 summary = SourceSummary(platform.name)
                 summaries.append(summary)
                 began = time.perf_counter()
@@ -141,19 +153,22 @@ class Crawler:
             raise SourceUnavailable(platform.name, f"its coverage could not be read ({why})"
                                     ) from None
         summary.cells = len(cells)
+        self._cells = (0, len(cells))
         self._progress(platform.name, 0, len(cells), 0)
         with ThreadPoolExecutor(self.config.concurrency,
                                 thread_name_prefix=f"fetch-{platform.name}") as pool:
             try:
                 for done, cell in enumerate(cells, 1):
+                    self._check_cancel()
                     if not state.cell_done(platform.name, run, cell.key):
                         if self._crawl_cell(platform, cell, since, request, state, summary,
                                             pool):
                             state.finish_cell(platform.name, run, cell.key)
                         else:
                             summary.cells_unfinished += 1  # asked again by the next run
+                    self._cells = (done, len(cells))
                     self._progress(platform.name, done, len(cells), summary.new)
-            except _Limit:
+            except _Stop:
                 self._flush(state, [summary])
                 return
         self._flush(state, [summary])
@@ -205,7 +220,7 @@ class Crawler:
                 continue
             if request.max_images is not None and summary.new + len(fresh) >= request.max_images:
                 self._download(platform, fresh, state, summary, pool)
-                raise _Limit()
+                raise _Stop()
             fresh.append(item)
             fresh_ids.add(item.source_id)
         self._download(platform, fresh, state, summary, pool)
@@ -213,13 +228,15 @@ class Crawler:
 
     def _download(self, platform: Platform, listings: list[Listing], state: IngestState,
                   summary: SourceSummary, pool: ThreadPoolExecutor) -> None:
+        self._check_cancel()
         futures = {pool.submit(self._fetch, platform, item): item for item in listings}
         try:
             for future in as_completed(futures):
                 self._stage(future, futures[future], state, summary)
                 if state.staged_count() >= self._batch_size():
                     self._flush(state, [summary])  # the downloads go on meanwhile
-        except KeyboardInterrupt:
+                self._check_cancel()
+        except (KeyboardInterrupt, _Stop):
             # Let what is in flight land, so the resumed run need not fetch it again.
             for future in futures:
                 future.cancel()
@@ -248,6 +265,7 @@ class Crawler:
             return
         state.stage(item.source, item.source_id, records)
         summary.new += 1
+        self._progress(item.source, *self._cells, summary.new)
 
     def _fetch(self, platform: Platform, item: Listing) -> list[ReferenceRecord]:
         """Download one listing's image into the staging folder; a panorama becomes views."""
@@ -291,6 +309,11 @@ class Crawler:
         for item in staged:
             for record in item.records:
                 Path(record.image_path).unlink(missing_ok=True)
+        self._indexed(summaries)
+
+    def _check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise _Stop()
 
 
 def _record(item: Listing, source_id: str, path: Path,

@@ -1,4 +1,5 @@
-"""The aiohttp application: /v1/locate, /v1/evidence, /v1/health, /v1/index and /metrics.
+"""The aiohttp application: /v1/locate, /v1/evidence, /v1/health, /v1/index, /metrics, and
+the cover endpoints (engine/server/covers.py: /v1/cover, /v1/coverage).
 
 `POST /v1/locate` takes the photo as the raw body (any image type) or as the `photo` field
 of a multipart form, and the area as query parameters (`bbox=W,S,E,N`, or `near=LAT,LON`
@@ -8,7 +9,8 @@ engine passes its stages, then `{"event": "result", ...}` (or `"error"`). An ans
 verified correspondences names its evidence picture, `evidence.picture`: a
 `GET /v1/evidence/{id}` for the same token draws it while the photo is kept (`expires_in_s`).
 `POST /v1/fuse` joins answers already given, `{"photos": [{"label", "time_s", "result"}]}`,
-into one album answer (`engine.album`) by the server's answer model.
+into one album answer (`engine.album`) by the server's answer model. `GET /v1/index` names
+the index version and size, the backends, and the areas covers have added (`covered`).
 
 A hostile or broken client gets a one-line refusal, never a traceback: the body is read only
 with room in the queue and among the uploads, within a deadline; pictures are drawn in a
@@ -40,6 +42,7 @@ from engine.evidence_picture import render_result_evidence
 from engine.geo import SearchArea, parse_bbox, parse_latlon
 from engine.results import LocateResult, Progress, result_from_json
 from engine.server.config import ServerConfig
+from engine.server.covers import cover_routes
 from engine.server.errors import (
     BadRequest,
     UploadAborted,
@@ -97,6 +100,7 @@ def create_app(engine: AsyncEngine, config: ServerConfig, decode: DecodeConfig) 
     app.router.add_get("/v1/index", _index)
     app.router.add_get("/v1/references/{ref_id}/picture", _reference_picture)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_routes(cover_routes(engine))
     return app
 
 

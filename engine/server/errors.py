@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine.errors import (
     AnimatedImage,
+    CoverRefused,
     EmptyImage,
     EngineBusy,
     EngineFailed,
@@ -15,6 +16,8 @@ from engine.errors import (
     ImageTooSmall,
     NotAnImage,
     SearchAreaError,
+    SourceAuthFailed,
+    SourceUnavailable,
     TooManyPixels,
     TruncatedImage,
     VectorStoreUnavailable,
@@ -57,6 +60,9 @@ _STATUS: tuple[tuple[type[GeoSleuthError], int, str], ...] = (
     (EngineStopped, 503, "stopped"),
     (EngineFailed, 503, "engine_failed"),
     (VectorStoreUnavailable, 503, "index_unavailable"),
+    (CoverRefused, 422, "cover_refused"),
+    (SourceAuthFailed, 502, "source_auth_failed"),
+    (SourceUnavailable, 502, "source_unavailable"),
 )
 
 

@@ -83,6 +83,7 @@ class Faults:
     missing_image: str | None = None  # 404 always
     malformed_record: bool = False  # one listing without geometry
     image_delay_s: float = 0.0
+    search_delay_s: float = 0.0  # a slow API: each search answers this late
 
 
 @dataclass
@@ -271,6 +272,7 @@ class _PanoramaxHandler(_Handler):
         elif url.path == "/api/search":
             if self._throttled(url.path):
                 return
+            time.sleep(self.platform.faults.search_delay_s)
             if self.platform.hostile.huge_page:
                 self._huge_json()
             elif self.platform.hostile.throttle_forever:
