@@ -13,6 +13,7 @@ import io
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import ClassVar
 from urllib.parse import urlsplit
 
@@ -25,6 +26,8 @@ from discord import app_commands
 
 from bot.adapters.errors import StartupFailed, why_it_ended
 from bot.adapters.progress import EditPacer, progress_text
+from bot.chat.cover_area import PlaceChoice
+from bot.chat.covers import CoverStarted
 from bot.chat.service import (
     Answer,
     BotService,
@@ -34,7 +37,7 @@ from bot.chat.service import (
     Requester,
     Upload,
 )
-from bot.chat.store import Tally
+from bot.chat.store import CoverWatch, RequestRecord, Tally
 from bot.config import DiscordConfig
 from bot.render.export import FORMATS
 from bot.render.text import AnswerSummary
@@ -77,7 +80,11 @@ HELP = (
     " /privacy says what I keep; /history lists this channel's recent results (in a DM, yours,"
     " private answers included); /forget deletes them.\n"
     "• /export sends them as GeoJSON and KML files for map tools (QGIS, Google Earth), or"
-    " `format: csv` for a table; in a channel, for those who can manage its messages."
+    " `format: csv` for a table; in a channel, for those who can manage its messages.\n"
+    "• /coverage shows where I have reference photos. Members who can manage the server (and"
+    " the bot's admins) can fetch an area's open street-level imagery with /cover `area: Lund`"
+    " (or `55.70,13.19 2` for a radius in km, or `W,S,E,N`): its progress is shown in the"
+    " channel, and this channel's unplaced photos from there are looked at again when it ends."
 )
 
 
@@ -107,7 +114,7 @@ class GeoSleuthClient(discord.Client):
         self.service.metrics.updates.labels("discord").inc()
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(AnswerButton)
+        self.add_dynamic_items(AnswerButton, CoverButton)
         if self.config.dev_guilds:
             for guild_id in self.config.dev_guilds:
                 guild = discord.Object(id=int(guild_id))
@@ -180,6 +187,16 @@ def _declare_commands(tree: app_commands.CommandTree, handlers: DiscordHandlers)
     @app_commands.choices(fmt=[app_commands.Choice(name=f, value=f) for f in FORMATS])
     async def export(interaction: discord.Interaction, fmt: str | None = None) -> None:
         await handlers.export(interaction, fmt)
+
+    @tree.command(name="cover", description="fetch an area's street-level imagery into the"
+                                            " index (server managers)")
+    @app_commands.describe(area="a town ('Lund'), 'LAT,LON RADIUS_KM' or 'W,S,E,N'")
+    async def cover(interaction: discord.Interaction, area: str) -> None:
+        await handlers.cover(interaction, area)
+
+    @tree.command(name="coverage", description="a map of the areas the index covers")
+    async def coverage(interaction: discord.Interaction) -> None:
+        await handlers.coverage(interaction)
 
     admin = app_commands.Group(name="geosleuth", description="GeoSleuth administration")
 
@@ -264,6 +281,72 @@ class DiscordHandlers:
         files = [discord.File(io.BytesIO(data), filename=name) for name, data in outcome.files]
         await interaction.edit_original_response(content=outcome.summary, attachments=files)
 
+    async def cover(self, interaction: discord.Interaction, area: str) -> None:
+        """/cover: the plan and the refusals to the asker; the progress in the channel."""
+        refusal = self._guild_refusal(interaction)
+        if refusal is not None:
+            await _refuse(interaction, refusal)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        who = _requester(interaction)
+        outcome = await self._service.covers.ask(who, area, chat_admin=_manages(interaction))
+        await self._cover_started(interaction, who, outcome)
+
+    async def cover_choice(self, interaction: discord.Interaction, action: str,
+                           value: int) -> None:
+        """A namesake's button (its value a gazetteer entry), or a cover's Cancel."""
+        refusal = self._guild_refusal(interaction)
+        if refusal is not None:
+            await interaction.response.send_message(refusal, ephemeral=True)
+            return
+        who = _requester(interaction)
+        if action == "cc":
+            text = await self._service.covers.cancel(who, value, chat_admin=_manages(interaction))
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        outcome = await self._service.covers.ask_place(who, value,
+                                                       chat_admin=_manages(interaction))
+        await self._cover_started(interaction, who, outcome)
+
+    async def _cover_started(self, interaction: discord.Interaction, who: Requester,
+                             outcome: CoverStarted | PlaceChoice | Refusal) -> None:
+        if isinstance(outcome, Refusal):
+            await interaction.edit_original_response(content=outcome.text)
+            return
+        if isinstance(outcome, PlaceChoice):
+            view = discord.ui.View(timeout=None)
+            for place in outcome.places:
+                view.add_item(CoverButton("cv", place.index, f"{place.label()}"
+                                                             f" ({place.population:,})"))
+            await interaction.edit_original_response(
+                content=f"Which {outcome.name}? Several places have that name.", view=view)
+            return
+        channel = self._client.get_partial_messageable(interaction.channel_id)
+        message = await channel.send(outcome.text, view=_cancel_view(outcome.job.id))
+        await interaction.edit_original_response(content="Started: its progress is shown in"
+                                                         " the channel.", view=None)
+        await self._service.covers.follow(outcome.job, outcome.label, who,
+                                          f"{message.channel.id}:{message.id}",
+                                          CoverMessages(self._client))
+
+    async def coverage(self, interaction: discord.Interaction) -> None:
+        """/coverage: the map of where the index has references, to the asker."""
+        refusal = self._guild_refusal(interaction) or _said(
+            self._service.admit(_requester(interaction), None))
+        if refusal is not None:
+            await _refuse(interaction, refusal)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        outcome = await self._service.covers.coverage()
+        if isinstance(outcome, Refusal):
+            await interaction.edit_original_response(content=outcome.text)
+            return
+        caption, png = outcome
+        await interaction.edit_original_response(
+            content=caption[:MESSAGE_LIMIT],
+            attachments=[discord.File(io.BytesIO(png), filename="coverage.png")])
+
     # --- the locate flow -----------------------------------------------------------------
 
     async def _locate_attachments(self, interaction: discord.Interaction,
@@ -305,8 +388,14 @@ class DiscordHandlers:
         except MediaRefused as exc:
             await progress.finish(str(exc))
             return
-        await self._reply(interaction, progress,
-                          await self._service.locate(who, data, area, progress.update))
+        outcome = await self._service.locate(who, data, area, progress.update)
+        if not isinstance(outcome, Refusal) and outcome.cover_offer is not None:
+            offer = self._service.cover_offer_text(
+                outcome.cover_offer,
+                may_cover=self._service.covers.may_cover(who, chat_admin=_manages(interaction)))
+            outcome = replace(outcome, summary=replace(
+                outcome.summary, advice=f"{outcome.summary.advice or ''}\n{offer}".strip()))
+        await self._reply(interaction, progress, outcome)
 
     async def _locate_album(self, interaction: discord.Interaction,
                             attachments: Sequence[discord.Attachment], area: str,
@@ -475,6 +564,81 @@ class AnswerButton(discord.ui.DynamicItem[discord.ui.Button],
         client = interaction.client
         assert isinstance(client, GeoSleuthClient)
         await client.handlers.button(interaction, self.action, self.request_id)
+
+
+class CoverButton(discord.ui.DynamicItem[discord.ui.Button],
+                  template=r"gs:(?P<action>cv|cc):(?P<value>[0-9]{1,12})"):
+    """A namesake to cover (its gazetteer entry), or a cover's Cancel (its job); the value is
+    checked by the service, since any client can send any custom id."""
+
+    def __init__(self, action: str, value: int, label: str = "Cancel") -> None:
+        style = discord.ButtonStyle.danger if action == "cc" else discord.ButtonStyle.primary
+        super().__init__(discord.ui.Button(label=label[:80], style=style,
+                                           custom_id=f"gs:{action}:{value}"))
+        self.action = action
+        self.value = value
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> CoverButton:
+        return cls(match["action"], int(match["value"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        client = interaction.client
+        assert isinstance(client, GeoSleuthClient)
+        await client.handlers.cover_choice(interaction, self.action, self.value)
+
+
+def _cancel_view(job_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CoverButton("cc", job_id))
+    return view
+
+
+class CoverMessages:
+    """A cover's progress message in its channel, and the answers its second look placed
+    (as replies to the earlier answers where they are known)."""
+
+    def __init__(self, client: GeoSleuthClient) -> None:
+        self._client = client
+
+    async def show(self, watch: CoverWatch, text: str, *, running: bool) -> None:
+        channel_id, _, message_id = watch.message_ref.partition(":")
+        message = self._client.get_partial_messageable(int(channel_id)).get_partial_message(
+            int(message_id))
+        try:
+            await message.edit(content=text[:MESSAGE_LIMIT],
+                               view=_cancel_view(watch.job_id) if running else None)
+        except discord.HTTPException as exc:
+            log.debug("cover progress edit failed: %s", exc)
+
+    async def placed(self, watch: CoverWatch, earlier: RequestRecord, answer: Answer) -> None:
+        channel_id = int(watch.message_ref.partition(":")[0])
+        channel = self._client.get_partial_messageable(channel_id)
+        reference = None
+        if earlier.reply_ref and earlier.reply_ref.startswith(f"{channel_id}:"):
+            reference = discord.MessageReference(
+                message_id=int(earlier.reply_ref.partition(":")[2]), channel_id=channel_id,
+                fail_if_not_exists=False)
+        embed = _embed(answer.summary)
+        embed.set_image(url="attachment://map.png")
+        when = earlier.created_at[:16].replace("T", " ")
+        try:
+            sent = await channel.send(
+                f"📌 Now placed, after the cover of {watch.label}: the photo"
+                f" {discord.utils.escape_markdown(earlier.user_name)} sent on {when} UTC.",
+                embed=embed, file=discord.File(io.BytesIO(answer.map_png), filename="map.png"),
+                view=_answer_view(answer.request_id, Tally((), ())), reference=reference,
+                allowed_mentions=discord.AllowedMentions.none())
+        except discord.HTTPException as exc:
+            log.warning("could not tell a channel that its photo is now placed: %s", exc)
+            return
+        await self._client.service.set_reply_ref(answer.request_id, f"{channel_id}:{sent.id}")
+
+
+def _manages(interaction: discord.Interaction) -> bool:
+    """A server's admin, as a Telegram group's: Manage Server (never in a DM)."""
+    return interaction.guild is not None and interaction.permissions.manage_guild
 
 
 def _answer_view(request_id: int, tally: Tally) -> discord.ui.View:
@@ -698,6 +862,7 @@ class DiscordAdapter:
         for record in interrupted:
             if record.platform == PLATFORM:
                 await self._tell_interrupted(record.user_id)
+        await self.client.service.covers.resume(PLATFORM, CoverMessages(self.client))
 
     async def _tell_interrupted(self, user_id: str) -> None:
         try:

@@ -94,6 +94,7 @@ async def run_bots(config: AppConfig, stop: asyncio.Event | None = None) -> None
     engine: Engine | None = None
     adapters: list[TelegramAdapter | DiscordAdapter] = []
     purging = None
+    service: BotService | None = None
     metrics = None
     clean = False
     try:
@@ -128,6 +129,8 @@ async def run_bots(config: AppConfig, stop: asyncio.Event | None = None) -> None
     finally:
         if purging is not None:
             purging.cancel()
+        if service is not None:
+            await service.covers.close()  # the engine goes on with the covers; a restart follows
         if metrics is not None:
             await metrics.cleanup()
         for adapter in reversed(adapters):

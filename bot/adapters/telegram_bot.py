@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import html
 import logging
+from dataclasses import replace
 
 from telegram import (
+    Bot,
     BotCommand,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
     MessageEntity,
+    ReplyParameters,
     Update,
 )
 from telegram.constants import ChatType, ParseMode
@@ -33,8 +36,9 @@ from telegram.ext import (
 from bot.adapters.errors import StartupFailed
 from bot.adapters.media_groups import Joined, MediaGroups
 from bot.adapters.progress import EditPacer, progress_text
+from bot.chat.cover_area import PlaceChoice
 from bot.chat.service import Answer, BotService, ProgressEvent, Refusal, Requester, Upload
-from bot.chat.store import Tally
+from bot.chat.store import CoverWatch, RequestRecord, Tally
 from bot.config import TelegramConfig
 from bot.render.text import AnswerSummary
 
@@ -44,12 +48,16 @@ PLATFORM = "telegram"
 CAPTION_LIMIT = 1024
 # The Bot API's getFile serves files up to 20 MB: a larger video cannot be fetched at all.
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
+MAX_ID_DIGITS = 12  # a button's number: a request id, a cover job, a gazetteer entry
+BUTTON_LABEL_CHARS = 60
 COMMANDS = [
     BotCommand("locate", "where was this photo taken? (reply to a photo; optional area)"),
     BotCommand("history", "recent results in this chat"),
     BotCommand("privacy", "what is stored, and for how long"),
     BotCommand("forget", "delete this chat's history"),
     BotCommand("export", "this chat's results as GeoJSON and KML (or: /export csv)"),
+    BotCommand("cover", "fetch an area's street-level imagery into the index (admins)"),
+    BotCommand("coverage", "a map of the areas the index covers"),
     BotCommand("help", "how to use GeoSleuth"),
 ]
 HELP = (
@@ -64,7 +72,11 @@ HELP = (
     "I answer with a map, the coordinates, how sure I am, and the evidence."
     " /privacy says what I keep; /forget deletes this chat's history.\n\n"
     "/export sends this chat's results as GeoJSON and KML files for map tools (QGIS, Google"
-    " Earth); /export csv for a table. In groups, for its admins."
+    " Earth); /export csv for a table. In groups, for its admins.\n\n"
+    "I can only place photos where I have reference photos: /coverage shows where. Admins can"
+    " fetch an area's open street-level imagery (Panoramax, Mapillary) with /cover Lund,"
+    " /cover 55.70,13.19 2 (a radius in km) or /cover W,S,E,N; I say what it takes, show its"
+    " progress, and look again at this chat's unplaced photos from there when it is done."
 )
 UNSUPPORTED = {
     "sticker": "Stickers can't be located. Send a photo of the place.",
@@ -100,6 +112,8 @@ def build_application(
     app.add_handler(CommandHandler("history", bot.on_history))
     app.add_handler(CommandHandler("export", bot.on_export))
     app.add_handler(CommandHandler("stats", bot.on_stats))
+    app.add_handler(CommandHandler("cover", bot.on_cover))
+    app.add_handler(CommandHandler("coverage", bot.on_coverage))
     app.add_handler(CommandHandler("locate", bot.on_locate_command))
     # An album's photos come as messages of one media group; in a group only the first part
     # carries the caption that mentions the bot, so every part is gathered, then judged.
@@ -144,7 +158,7 @@ class TelegramBot:
 
     async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         who = _requester(update)
-        if who.chat_type != ChatType.PRIVATE and not await _is_chat_admin(update, context):
+        if who.chat_type != ChatType.PRIVATE and not await _is_chat_admin(update):
             await _reply(update.effective_message,
                          "Only this group's admins can delete its history.")
             return
@@ -160,7 +174,7 @@ class TelegramBot:
         """/export [geojson|kml|csv]: the chat's case file, one document per format."""
         who = _requester(update)
         message = update.effective_message
-        chat_admin = who.chat_type != ChatType.PRIVATE and await _is_chat_admin(update, context)
+        chat_admin = who.chat_type != ChatType.PRIVATE and await _is_chat_admin(update)
         outcome = await self._service.export(who, " ".join(context.args or []) or None,
                                              chat_admin=chat_admin)
         if isinstance(outcome, Refusal):
@@ -174,6 +188,40 @@ class TelegramBot:
     async def on_stats(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await _reply(update.effective_message,
                      await self._service.stats_text(_requester(update)))
+
+    async def on_cover(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/cover PLACE | LAT,LON RADIUS_KM | W,S,E,N: plan, start, and follow in one message."""
+        who = _requester(update)
+        message = update.effective_message
+        chat_admin = who.chat_type != ChatType.PRIVATE and await _is_chat_admin(update)
+        outcome = await self._service.covers.ask(who, " ".join(context.args or []),
+                                                 chat_admin=chat_admin)
+        if isinstance(outcome, Refusal):
+            await _reply(message, outcome.text)
+        elif isinstance(outcome, PlaceChoice):
+            await message.reply_text(
+                f"Which {outcome.name}? Several places have that name.",
+                reply_markup=_place_buttons(outcome),
+                do_quote=message.chat.type != ChatType.PRIVATE)
+        else:
+            sent = await message.reply_text(outcome.text,
+                                            reply_markup=_cancel_button(outcome.job.id),
+                                            do_quote=message.chat.type != ChatType.PRIVATE)
+            await self._service.covers.follow(outcome.job, outcome.label, who,
+                                              f"{sent.chat_id}:{sent.message_id}",
+                                              CoverMessages(context.bot, self._service))
+
+    async def on_coverage(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/coverage: the map of where the index has references, with the areas named."""
+        message = update.effective_message
+        refusal = self._service.admit(_requester(update), None)
+        outcome = refusal or await self._service.covers.coverage()
+        if isinstance(outcome, Refusal):
+            await _reply(message, outcome.text)
+            return
+        caption, png = outcome
+        await message.reply_photo(png, caption=caption[:CAPTION_LIMIT],
+                                  do_quote=message.chat.type != ChatType.PRIVATE)
 
     async def on_locate_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/locate [area] as a reply to a photo (groups and private chats)."""
@@ -264,6 +312,13 @@ class TelegramBot:
         if isinstance(outcome, Refusal):
             await progress.finish(outcome.text)
             return
+        if outcome.cover_offer is not None:
+            may_cover = self._service.covers.may_cover(
+                who, chat_admin=who.chat_type != ChatType.PRIVATE
+                and await _is_chat_admin(update))
+            offer = self._service.cover_offer_text(outcome.cover_offer, may_cover=may_cover)
+            outcome = replace(outcome, summary=replace(
+                outcome.summary, advice=f"{outcome.summary.advice or ''}\n{offer}".strip()))
         await self._send_answer(photo_message, outcome)
         await progress.delete()
 
@@ -334,20 +389,14 @@ class TelegramBot:
             answer.map_png, caption=caption, parse_mode=ParseMode.HTML,
             reply_markup=_buttons(answer.request_id, Tally((), ())), do_quote=True,
         )
-        await self._service.set_reply_ref(answer.request_id, f"{sent.chat_id}:{sent.message_id}")
-        result = answer.result
-        if result.located:
-            await sent.reply_location(
-                latitude=result.lat, longitude=result.lon,
-                horizontal_accuracy=min(1500.0, result.radius_m or 1500.0), do_quote=True,
-            )
+        await _answer_sent(self._service, sent, answer)
 
     # --- buttons -------------------------------------------------------------------------
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
         action, _, raw_id = (query.data or "").partition(":")
-        if not raw_id.isdigit():
+        if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > MAX_ID_DIGITS:
             await query.answer("This button has expired.")
             return
         request_id = int(raw_id)
@@ -355,6 +404,9 @@ class TelegramBot:
         refusal = self._service.admit(who, None)
         if refusal is not None:
             await query.answer(refusal.text, show_alert=True)
+            return
+        if action in ("cv", "cc"):
+            await self._cover_button(update, context, action, request_id)
             return
         if action in ("ok", "no"):
             outcome = await self._service.vote(request_id, who,
@@ -381,6 +433,28 @@ class TelegramBot:
         await query.answer()
         text, png = picture
         await query.message.reply_photo(png, caption=text[:CAPTION_LIMIT], do_quote=True)
+
+    async def _cover_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE,
+                            action: str, value: int) -> None:
+        """A namesake picked (the question becomes the cover's progress message), or Cancel."""
+        query = update.callback_query
+        who = _requester(update)
+        chat_admin = who.chat_type != ChatType.PRIVATE and await _is_chat_admin(update)
+        if action == "cc":
+            await query.answer(await self._service.covers.cancel(who, value,
+                                                                 chat_admin=chat_admin),
+                               show_alert=True)
+            return
+        outcome = await self._service.covers.ask_place(who, value, chat_admin=chat_admin)
+        if isinstance(outcome, Refusal):
+            await query.answer(outcome.text, show_alert=True)
+            return
+        await query.answer()
+        sent = await query.message.edit_text(outcome.text,
+                                             reply_markup=_cancel_button(outcome.job.id))
+        await self._service.covers.follow(outcome.job, outcome.label, who,
+                                          f"{sent.chat_id}:{sent.message_id}",
+                                          CoverMessages(context.bot, self._service))
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Log, and tell the user something went wrong: the bot never goes silent."""
@@ -411,6 +485,7 @@ class TelegramAdapter:
 
     def __init__(self, config: TelegramConfig, service: BotService) -> None:
         self._config = config
+        self._service = service
         self._handlers = TelegramBot(service)
         self.app = build_application(config, service, self._handlers)
 
@@ -437,6 +512,7 @@ class TelegramAdapter:
             await app.updater.start_polling(poll_interval=0.0, timeout=30)
         log.info("telegram bot @%s started (%s)", app.bot.username, self._config.mode)
         await self._handlers.tell_interrupted(app, interrupted)
+        await self._service.covers.resume(PLATFORM, CoverMessages(app.bot, self._service))
 
     async def stop(self) -> None:
         app = self.app
@@ -445,6 +521,43 @@ class TelegramAdapter:
         if app.running:
             await app.stop()
         await app.shutdown()
+
+
+class CoverMessages:
+    """A cover's one progress message, and the answers its second look placed (as replies to
+    the earlier answers where they are known)."""
+
+    def __init__(self, bot: Bot, service: BotService) -> None:
+        self._bot = bot
+        self._service = service
+
+    async def show(self, watch: CoverWatch, text: str, *, running: bool) -> None:
+        chat_id, _, message_id = watch.message_ref.partition(":")
+        try:
+            await self._bot.edit_message_text(
+                text, chat_id=int(chat_id), message_id=int(message_id),
+                reply_markup=_cancel_button(watch.job_id) if running else None)
+        except TelegramError as exc:
+            log.debug("cover progress edit failed: %s", exc)
+
+    async def placed(self, watch: CoverWatch, earlier: RequestRecord, answer: Answer) -> None:
+        when = earlier.created_at[:16].replace("T", " ")
+        lead = (f"📌 Now placed, after the cover of {html.escape(watch.label)}: the photo"
+                f" {html.escape(earlier.user_name)} sent on {when} UTC.")
+        quoted = None
+        if earlier.reply_ref and earlier.reply_ref.startswith(f"{watch.chat_id}:"):
+            quoted = ReplyParameters(int(earlier.reply_ref.partition(":")[2]),
+                                     allow_sending_without_reply=True)
+        try:
+            sent = await self._bot.send_photo(
+                int(watch.chat_id), answer.map_png,
+                caption=_caption(answer.summary, lead=lead), parse_mode=ParseMode.HTML,
+                reply_markup=_buttons(answer.request_id, Tally((), ())),
+                reply_parameters=quoted)
+        except TelegramError as exc:
+            log.warning("could not tell a chat that its photo is now placed: %s", exc)
+            return
+        await _answer_sent(self._service, sent, answer)
 
 
 class _ProgressMessage:
@@ -475,6 +588,29 @@ class _ProgressMessage:
             log.debug("progress edit failed: %s", exc)
 
 
+async def _answer_sent(service: BotService, sent: Message, answer: Answer) -> None:
+    """Remember which message carries the answer (its buttons find it), and pin the place."""
+    await service.set_reply_ref(answer.request_id, f"{sent.chat_id}:{sent.message_id}")
+    result = answer.result
+    if result.located:
+        await sent.reply_location(
+            latitude=result.lat, longitude=result.lon,
+            horizontal_accuracy=min(1500.0, result.radius_m or 1500.0), do_quote=True,
+        )
+
+
+def _cancel_button(job_id: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton("⏹ Cancel", callback_data=f"cc:{job_id}")]])
+
+
+def _place_buttons(choice: PlaceChoice) -> InlineKeyboardMarkup:
+    """One button a namesake, its data the gazetteer's index (well under 64 bytes)."""
+    return InlineKeyboardMarkup([
+        [InlineKeyboardButton(f"{p.label()} ({p.population:,})"[:BUTTON_LABEL_CHARS],
+                              callback_data=f"cv:{p.index}")]
+        for p in choice.places])
+
+
 def _requester(update: Update) -> Requester:
     user = update.effective_user
     chat = update.effective_chat
@@ -482,9 +618,9 @@ def _requester(update: Update) -> Requester:
     return Requester(PLATFORM, str(chat.id), chat.type, str(user.id if user else chat.id), name)
 
 
-async def _is_chat_admin(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
-    member = await context.bot.get_chat_member(update.effective_chat.id,
-                                               update.effective_user.id)
+async def _is_chat_admin(update: Update) -> bool:
+    member = await update.get_bot().get_chat_member(update.effective_chat.id,
+                                                     update.effective_user.id)
     return member.status in ("administrator", "creator")
 
 
@@ -541,10 +677,12 @@ def _buttons(request_id: int, tally: Tally) -> InlineKeyboardMarkup:
     ])
 
 
-def _caption(summary: AnswerSummary, *, cached: bool = False, tally: Tally | None = None) -> str:
-    """The answer as an HTML caption, trimmed to Telegram's 1,024 characters."""
+def _caption(summary: AnswerSummary, *, cached: bool = False, tally: Tally | None = None,
+             lead: str | None = None) -> str:
+    """The answer as an HTML caption, trimmed to Telegram's 1,024 characters; `lead` (HTML)
+    comes first."""
     e = html.escape
-    lines: list[str] = []
+    lines: list[str] = [lead] if lead else []
     if summary.located:
         lines.append(f"📍 <b>{e(summary.headline)}</b>:"
                      f" <code>{e(summary.coordinates or '')}</code>")
@@ -582,6 +720,6 @@ def _caption(summary: AnswerSummary, *, cached: bool = False, tally: Tally | Non
     while len("\n".join(lines)) > CAPTION_LIMIT and details:
         lines.remove(details.pop())
     # ... then (long names, many voters) whole lines from the end, never cut a tag.
-    while len("\n".join(lines)) > CAPTION_LIMIT and len(lines) > 3:
+    while len("\n".join(lines)) > CAPTION_LIMIT and len(lines) > 3 + bool(lead):
         lines.pop()
     return "\n".join(lines)

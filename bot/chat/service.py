@@ -54,6 +54,7 @@ from engine import (
     Progress,
     SearchArea,
     SearchAreaError,
+    Status,
     read_exif_gps,
     render_result_evidence,
     result_from_json,
@@ -324,6 +325,12 @@ class BotService:
             cached = await self._cached(digest, answer_key, image)
             result = cached or await self._engine.locate(image, area=area,
                                                          on_progress=on_progress)
+        except SearchAreaError as exc:  # an area the index holds nothing of: no match there
+            cached, nothing = None, await self._nothing_in(hint, image)
+            if nothing is None:
+                await self._store.fail_request(request_id, type(exc).__name__)
+                return Refusal(_reason_for(exc), str(exc))
+            result = nothing
         except GeoSleuthError as exc:
             await self._store.fail_request(request_id, type(exc).__name__)
             return Refusal(_reason_for(exc), str(exc))
@@ -346,6 +353,20 @@ class BotService:
                 hint.area.west, hint.area.south, hint.area.east, hint.area.north):
             offer = cover_argument(area_hint or "", hint, self._config.engine.cover.max_area_km2)
         return Answer(request_id, result, summary, map_png, cached is not None, offer)
+
+    async def _nothing_in(self, hint: AreaHint | None, image: bytes) -> LocateResult | None:
+        """"No confident match" for a photo searched where the index has no reference at all
+        (a /cover away from an answer); None when the area does hold some."""
+        if hint is None or await self.covers.covers_area(
+                hint.area.west, hint.area.south, hint.area.east, hint.area.north):
+            return None
+        try:
+            exif_gps = read_exif_gps(image)
+        except ImageError:
+            exif_gps = None
+        assert self._engine is not None
+        return LocateResult(Status.NO_MATCH, None, None, 0.0, None, (), (), exif_gps, {}, "",
+                            "", self._engine.index_version)
 
     def cover_offer_text(self, offer: str, *, may_cover: bool) -> str:
         """Said under a "no confident match" whose area the index does not cover."""
