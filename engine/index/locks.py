@@ -76,6 +76,8 @@ def _try(lock: FileLock) -> bool:
 
 
 def _held(path: Path) -> bool:
+    if not path.exists():  # no reader has ever opened this index: none to wait for
+        return False
     probe = FileLock(path)
     if _try(probe):
         probe.release()
