@@ -20,8 +20,9 @@ from engine.ingest.registry import create_platform
 # Seconds per reference photo, fetched and indexed, with the default funnel (xfeat-vlad +
 # xfeat) on a 2-core CPU: bench/bench_cover.py, 116 pictures (the 29 Lund photos, 1024 x 768,
 # four times each) from the fake Panoramax, a cover through the engine with the shipped
-# politeness, 0.39 s each end to end. Indexing bounds it, not the platform.
-SECONDS_PER_REFERENCE = 0.39
+# politeness, 12.8 s from the job's start to its end: 0.11 s each. A real platform's
+# answers and larger pictures add to it; a GPU takes from it.
+SECONDS_PER_REFERENCE = 0.11
 # The plan is asked for while someone waits for the answer: an unreachable platform is said
 # after one retry, not after the crawl's five.
 PLAN_RETRIES = 1
