@@ -303,14 +303,14 @@ def test_an_answer_for_an_area_is_not_reused_for_another_search(tmp_path, street
     async def scenario():
         async with running_bot(tmp_path, street_index) as tg:
             tg.send_photo(private_chat(ALICE), ALICE, photo, caption="/locate Lund, Sweden 3km")
-            await tg.wait_for(lambda c: "no reference photos" in c.params.get("text", ""),
+            await tg.wait_for(lambda c: "no reference photos" in c.params.get("caption", ""),
                               timeout=30)
             tg.send_photo(private_chat(ALICE), ALICE, photo)
-            [everywhere] = await tg.wait_for("sendPhoto", timeout=30)
+            _, everywhere = await tg.wait_for("sendPhoto", count=2, timeout=30)
             tg.send_photo(private_chat(ALICE), ALICE, photo, caption="/locate Berlin")
-            _, berlin = await tg.wait_for("sendPhoto", count=2, timeout=30)
+            *_, berlin = await tg.wait_for("sendPhoto", count=3, timeout=30)
             tg.send_photo(private_chat(ALICE), ALICE, photo, caption="/locate Berlin")
-            *_, again = await tg.wait_for("sendPhoto", count=3, timeout=30)
+            *_, again = await tg.wait_for("sendPhoto", count=4, timeout=30)
             return everywhere, berlin, again
 
     everywhere, berlin, again = _run(scenario)
@@ -509,7 +509,7 @@ def test_an_area_in_the_caption_narrows_the_search(tmp_path, street_index, stree
             tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(street_queries[1].rgb),
                           caption="/locate Lund, Sweden 3km")
             [elsewhere] = await tg.wait_for(
-                lambda c: "no reference photos" in c.params.get("text", ""), timeout=30)
+                lambda c: "no reference photos" in c.params.get("caption", ""), timeout=30)
             tg.send_photo(private_chat(ALICE), ALICE, jpeg_bytes(street_queries[2].rgb),
                           caption="/locate Xyzzyville")
             [unknown] = await tg.wait_for(
@@ -518,7 +518,9 @@ def test_an_area_in_the_caption_narrows_the_search(tmp_path, street_index, stree
 
     answer, elsewhere, unknown = _run(scenario)
     assert "Searched within" in answer.params["caption"] and "Berlin" in answer.params["caption"]
-    assert "search area" in elsewhere.params["text"]
+    # Nothing there to match: no match, and the way to get references there (for an admin).
+    assert "No confident match" in elsewhere.params["caption"]
+    assert "Ask an admin to /cover 55.70" in elsewhere.params["caption"]
     assert "Xyzzyville" in unknown.params["text"]
 
 
