@@ -10,6 +10,7 @@ import math
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,14 @@ def test_history_export_of_nothing_says_so_and_a_missing_store_is_not_created(tm
     assert missing.returncode == 2
     assert len(missing.stderr.strip().splitlines()) == 1 and "bot.sqlite" in missing.stderr
     assert not (tmp_path / "bot.sqlite").exists()
+
+
+def test_a_local_references_path_on_the_server_stays_there():
+    local = replace(_match("x", 50, *LUND), source="local",
+                    source_id="/srv/geosleuth/refs/lund/04.jpg")
+    row = RecordedAnswer(1, "2025-03-01T10:00:00.000000+00:00", "Bob",
+                         json.dumps(_photo(*LUND, (local,))), confirms=0, disputes=0)
+    text = to_geojson(read_case("chat", [row], place_of=lambda lat, lon: None))
+    [feature] = geojson_features(text)
+    assert [r["source_id"] for r in feature["properties"]["references"]] == ["04.jpg"]
+    assert "/srv/" not in text

@@ -6,6 +6,7 @@ video, against the index of the others.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from dataclasses import replace
@@ -17,7 +18,7 @@ from PIL import Image
 
 from engine.config import VideoConfig
 from engine.geo import haversine_m
-from tests.fakes.telegram_api import private_chat
+from tests.fakes.telegram_api import AlbumItem, private_chat
 from tests.test_telegram_bot import ALICE, BOB, TEAM, _coordinates, _run, running_bot
 from tests.videos import make_video
 
@@ -151,3 +152,37 @@ def _a_final_word(call) -> bool:
     """A message or edit that is not a progress step: what the user is finally told."""
     return (call.method in ("sendMessage", "editMessageText")
             and not call.params["text"].startswith(("⏳", "🔎", "🎞")))
+
+
+def test_a_document_album_names_the_file_that_is_no_photo_and_a_mixed_album_is_refused(
+        tmp_path, lund_index, lund_split):
+    _, held_out = lund_split
+    first, second = held_out[0], held_out[1]
+
+    async def scenario():
+        async with running_bot(tmp_path, lund_index) as tg:
+            chat = private_chat(ALICE)
+            tg.send_album(chat, ALICE, [
+                AlbumItem("document", _bytes(first), "IMG_1.jpg", "image/jpeg"),
+                AlbumItem("document", b"notes from the scene", "notes\u202egpj.txt",
+                          "text/plain"),
+                AlbumItem("document", _bytes(second), "IMG_2.jpg", "image/jpeg"),
+            ])
+            [answer] = await tg.wait_for("sendPhoto", timeout=90)
+            tg.send_album(private_chat(BOB), BOB, [
+                _bytes(first), AlbumItem("video", _video([second]), "clip.mp4", "video/mp4")])
+            [mixed] = await tg.wait_for(
+                lambda c: c.method == "sendMessage" and c.params["chat_id"] == BOB["id"],
+                timeout=30)
+            await asyncio.sleep(2)  # nothing else comes for Bob's album
+            bob = [c for c in tg.calls if c.params.get("chat_id") == BOB["id"]]
+            return answer, mixed, bob, list(tg.downloads)
+
+    answer, mixed, bob, downloads = _run(scenario, timeout=150)
+    caption = answer.params["caption"]
+    assert "Located (2 photos)" in caption, caption
+    assert "photo 2 (notes-gpj.txt): not an image or a video (not read)" in caption, caption
+    assert "photo 1: agrees" in caption and "photo 3: agrees" in caption
+    assert "mixes photos and a video" in mixed.params["text"]
+    assert [c.method for c in bob] == ["sendMessage"]  # one sentence, no answer, no progress
+    assert not any(path.endswith(".txt") for path in downloads)  # the text file never fetched

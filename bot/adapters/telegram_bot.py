@@ -78,6 +78,9 @@ HELP = (
     " /cover 55.70,13.19 2 (a radius in km) or /cover W,S,E,N; I say what it takes, show its"
     " progress, and look again at this chat's unplaced photos from there when it is done."
 )
+MIXED_ALBUM = ("That album mixes photos and a video (or holds several videos): I locate a"
+               " video on its own, since its frames are an album already. Send the video"
+               " separately from the photos.")
 UNSUPPORTED = {
     "sticker": "Stickers can't be located. Send a photo of the place.",
     "document": "That file is not an image or a video. Send a JPEG, PNG, WebP or HEIC photo, or"
@@ -117,7 +120,8 @@ def build_application(
     app.add_handler(CommandHandler("locate", bot.on_locate_command))
     # An album's photos come as messages of one media group; in a group only the first part
     # carries the caption that mentions the bot, so every part is gathered, then judged.
-    app.add_handler(MessageHandler(image & _IN_ALBUM, bot.on_album_part))
+    app.add_handler(MessageHandler((image | video | filters.Document.ALL) & _IN_ALBUM,
+                                   bot.on_album_part))
     app.add_handler(MessageHandler(private & image, bot.on_photo))
     app.add_handler(MessageHandler(groups & image & mentioned, bot.on_group_photo))
     app.add_handler(MessageHandler(private & video, bot.on_video))
@@ -266,7 +270,16 @@ class TelegramBot:
                                                                   context.bot.username):
             return  # a group's album not addressed to this bot
         hint, explicit = _caption_hint(captioned, context.bot.username)
-        if len(parts) == 1:
+        if any(_video_of(p) is not None for p in parts):
+            if len(parts) == 1:
+                await self._locate_video(update, parts[0], hint, hint_is_explicit=explicit)
+            else:
+                await _reply(parts[0], MIXED_ALBUM)
+            return
+        photos = [p for p in parts if p.photo or _is_image_document(p)]
+        if not photos:
+            await _reply(parts[0], UNSUPPORTED["document"])
+        elif len(parts) == 1:
             await self._locate(update, parts[0], hint, hint_is_explicit=explicit)
         else:
             await self._locate_album(update, parts, hint, hint_is_explicit=explicit)
@@ -300,55 +313,39 @@ class TelegramBot:
             await _reply(asked, refusal.text)
             return
         progress = _ProgressMessage(await _reply(photo_message, "⏳ Queued…"))
-        try:
-            file = await attachment.get_file()
-            data = bytes(await file.download_as_bytearray())
-        except TelegramError as exc:
-            await progress.finish(f"I couldn't download that photo from Telegram ({exc}). Please"
-                                  " send it again.")
+        data = await _fetch(attachment, progress, "that photo")
+        if data is None:
             return
         outcome = await self._service.locate(who, data, hint, progress.update,
                                              hint_is_explicit=hint_is_explicit)
-        if isinstance(outcome, Refusal):
-            await progress.finish(outcome.text)
-            return
-        if outcome.cover_offer is not None:
-            may_cover = self._service.covers.may_cover(
-                who, chat_admin=who.chat_type != ChatType.PRIVATE
-                and await _is_chat_admin(update))
-            offer = self._service.cover_offer_text(outcome.cover_offer, may_cover=may_cover)
-            outcome = replace(outcome, summary=replace(
-                outcome.summary, advice=f"{outcome.summary.advice or ''}\n{offer}".strip()))
-        await self._send_answer(photo_message, outcome)
-        await progress.delete()
+        await self._deliver(update, photo_message, progress, outcome)
 
     async def _locate_album(self, update: Update, parts: list[Message], hint: str, *,
                             hint_is_explicit: bool) -> None:
         """Several photos of one place, one answer (one try against the rate limits)."""
         who = _requester(update)
-        attachments = [p.photo[-1] if p.photo else p.document for p in parts]
-        refusal = self._service.admit(who, max(a.file_size or 0 for a in attachments))
+        numbered = list(enumerate(parts, 1))
+        photos = [(i, p.photo[-1] if p.photo else p.document) for i, p in numbered
+                  if p.photo or _is_image_document(p)]
+        # A document album may hold other files: named in the answer, never fetched.
+        skipped = [f"photo {i} ({_file_name(p)}): not an image or a video" for i, p in numbered
+                   if not (p.photo or _is_image_document(p))]
+        refusal = self._service.admit(who, max(a.file_size or 0 for _, a in photos))
         if refusal is not None:
             await _reply(parts[0], refusal.text)
             return
         progress = _ProgressMessage(await _reply(parts[0],
                                                  f"⏳ Queued ({len(parts)} photos)…"))
         uploads = []
-        for i, attachment in enumerate(attachments, 1):
-            try:
-                file = await attachment.get_file()
-                uploads.append(Upload(f"photo {i}", bytes(await file.download_as_bytearray())))
-            except TelegramError as exc:
-                await progress.finish(f"I couldn't download photo {i} from Telegram ({exc})."
-                                      " Please send the album again.")
+        for i, attachment in photos:
+            data = await _fetch(attachment, progress, f"photo {i} of the album")
+            if data is None:
                 return
+            uploads.append(Upload(f"photo {i}", data))
         outcome = await self._service.locate_album(who, uploads, hint, progress.update,
-                                                   hint_is_explicit=hint_is_explicit)
-        if isinstance(outcome, Refusal):
-            await progress.finish(outcome.text)
-            return
-        await self._send_answer(parts[0], outcome)
-        await progress.delete()
+                                                   hint_is_explicit=hint_is_explicit,
+                                                   skipped=skipped)
+        await self._deliver(update, parts[0], progress, outcome)
 
     async def _locate_video(self, update: Update, message: Message, hint: str, *,
                             hint_is_explicit: bool = True) -> None:
@@ -368,18 +365,28 @@ class TelegramBot:
             await _reply(update.effective_message, refusal.text)
             return
         progress = _ProgressMessage(await _reply(message, "⏳ Queued (a video)…"))
-        try:
-            file = await video.get_file()
-            data = bytes(await file.download_as_bytearray())
-        except TelegramError as exc:
-            await progress.finish(f"I couldn't download that video from Telegram ({exc})."
-                                  " Please send it again.")
+        data = await _fetch(video, progress, "that video")
+        if data is None:
             return
         outcome = await self._service.locate_video(who, data, hint, progress.update,
                                                    hint_is_explicit=hint_is_explicit)
+        await self._deliver(update, message, progress, outcome)
+
+    async def _deliver(self, update: Update, message: Message, progress: _ProgressMessage,
+                       outcome: Answer | Refusal) -> None:
+        """The answer under `message`, with an offer to cover its area where the index does
+        not; or the refusal, in the progress message."""
         if isinstance(outcome, Refusal):
             await progress.finish(outcome.text)
             return
+        if outcome.cover_offer is not None:
+            who = _requester(update)
+            may_cover = self._service.covers.may_cover(
+                who, chat_admin=who.chat_type != ChatType.PRIVATE
+                and await _is_chat_admin(update))
+            offer = self._service.cover_offer_text(outcome.cover_offer, may_cover=may_cover)
+            outcome = replace(outcome, summary=replace(
+                outcome.summary, advice=f"{outcome.summary.advice or ''}\n{offer}".strip()))
         await self._send_answer(message, outcome)
         await progress.delete()
 
@@ -622,6 +629,23 @@ async def _is_chat_admin(update: Update) -> bool:
     member = await update.get_bot().get_chat_member(update.effective_chat.id,
                                                      update.effective_user.id)
     return member.status in ("administrator", "creator")
+
+
+async def _fetch(attachment, progress: _ProgressMessage, what: str) -> bytes | None:
+    """The file's bytes from Telegram; None, the user told why, when they cannot be had."""
+    try:
+        file = await attachment.get_file()
+        return bytes(await file.download_as_bytearray())
+    except TelegramError as exc:
+        await progress.finish(f"I couldn't download {what} from Telegram ({exc}). Please send"
+                              " it again.")
+        return None
+
+
+def _file_name(message: Message) -> str:
+    """A document's name as the sender gave it, made harmless to show: printable, short."""
+    name = (message.document.file_name if message.document else None) or "a file"
+    return "".join(c if c.isprintable() else "-" for c in name)[:40]
 
 
 def _mentions(message: Message, bot_username: str | None) -> bool:

@@ -263,14 +263,18 @@ class BotService:
         on_progress: ProgressHandler | None = None,
         *,
         hint_is_explicit: bool = True,
+        skipped: Sequence[str] = (),
     ) -> Answer | Refusal:
         """Several admitted photos of one place as one request (one history line, one try
         against the rate limits): each is located, then their evidence is fused into one
-        answer. A photo that cannot be read is named in the answer; all of them, a refusal."""
+        answer. A photo that cannot be read is named in the answer; all of them, a refusal.
+        `skipped`: lines for parts the adapter did not fetch ("photo 3 (notes.txt): ..."),
+        named in the answer the same way."""
         started = time.perf_counter()
         digest = _joint_digest("album", [p.data for p in photos])
         outcome = await self._locate_album(who, photos, [None] * len(photos), digest,
-                                           area_hint, on_progress, hint_is_explicit)
+                                           area_hint, on_progress, hint_is_explicit,
+                                           tuple(skipped))
         return self._counted(outcome, started)
 
     async def locate_video(
@@ -442,7 +446,8 @@ class BotService:
     async def _locate_album(self, who: Requester, uploads: Sequence[Upload],
                             times: Sequence[float | None], digest: str,
                             area_hint: str | None, on_progress: ProgressHandler | None,
-                            hint_is_explicit: bool) -> Answer | Refusal:
+                            hint_is_explicit: bool,
+                            skipped: tuple[str, ...] = ()) -> Answer | Refusal:
         hint = self._search_area(area_hint, hint_is_explicit)
         if isinstance(hint, Refusal):
             return hint
@@ -458,9 +463,9 @@ class BotService:
         located = [(upload, AlbumPhoto(upload.label, outcome, time_s))
                    for upload, time_s, outcome in zip(uploads, times, outcomes, strict=True)
                    if isinstance(outcome, LocateResult)]
-        unread = tuple(f"{upload.label}: {_part_failure(outcome)}"
-                       for upload, outcome in zip(uploads, outcomes, strict=True)
-                       if not isinstance(outcome, LocateResult))
+        unread = skipped + tuple(f"{upload.label}: {_part_failure(outcome)}"
+                                 for upload, outcome in zip(uploads, outcomes, strict=True)
+                                 if not isinstance(outcome, LocateResult))
         if not located:
             first = outcomes[0]
             await self._store.fail_request(request_id, type(first).__name__)

@@ -21,6 +21,7 @@ from xml.sax.saxutils import escape
 import simplekml
 
 from bot.chat.store import RecordedAnswer
+from bot.render.text import public_source_id
 from engine.geo import EARTH_RADIUS_M
 
 FORMATS = ("geojson", "kml", "csv")
@@ -368,7 +369,9 @@ def _references(matches: Sequence[dict[str, Any]]) -> tuple[Reference, ...]:
     for m in matches:
         if m.get("inliers") is None:
             continue  # ranked by the search, never verified: not evidence
-        reference = Reference(str(m["source"]), str(m["source_id"]), int(m["inliers"]),
+        source = str(m["source"])
+        reference = Reference(source, public_source_id(source, str(m["source_id"])),
+                              int(m["inliers"]),
                               m.get("link"), m.get("attribution"), m.get("licence"),
                               m.get("creator"))
         key = (reference.source, reference.source_id)

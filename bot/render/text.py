@@ -112,11 +112,16 @@ def web_link(url: str | None) -> str | None:
 
 
 def reference_name(source: str, source_id: str) -> str:
-    """How a reference is named to chat users: a local photo by its file name only (its
-    full path is the server's business)."""
+    """How a reference is named to chat users, e.g. "mapillary/123" or "local/04.jpg"."""
+    return f"{source}/{public_source_id(source, source_id)}"
+
+
+def public_source_id(source: str, source_id: str) -> str:
+    """A reference's id fit for chat users and case files: a local photo by its file name
+    only (its full path is the server's business)."""
     if source == "local":
-        return f"local/{source_id.replace(chr(92), '/').rsplit('/', 1)[-1]}"
-    return f"{source}/{source_id}"
+        return source_id.replace(chr(92), "/").rsplit("/", 1)[-1]
+    return source_id
 
 
 def osm_url(lat: float, lon: float) -> str:
@@ -203,7 +208,7 @@ def summarise_album(album: AlbumResult, place: str | None = None, area: str | No
         reference = link = credit = None
     confidence = f"{album.confidence:.0%} ({confidence_word(album.confidence)})"
     video = any(p.time_s is not None for p in album.photos)
-    noun = "frames" if video else "photos"
+    noun = ("frame" if video else "photo") + ("" if len(album.photos) == 1 else "s")
     details = []
     if album.track:
         details.append(
@@ -219,7 +224,7 @@ def summarise_album(album: AlbumResult, place: str | None = None, area: str | No
             coordinates=None, dms=None, confidence=confidence, radius=None, place=None,
             osm_url=None, google_url=None, reference=reference, reference_url=link, exif=None,
             area=area, attribution=credit,
-            advice=f"None of the {noun} matched the reference imagery closely enough; wider"
+            advice=f"The {noun} did not match the reference imagery closely enough; wider"
                    " shots of the street, or originals sent as files, may help.",
             details=tuple(details), kind="video" if video else "album",
         )

@@ -335,6 +335,17 @@ def _error_response(error: ApiError) -> web.Response:
 # ----------------------------------------------------------------------------- the server
 
 
+@dataclass(frozen=True)
+class AlbumItem:
+    """An album's document (any file) or video, for `FakeTelegram.send_album`."""
+
+    kind: str  # "document" or "video"
+    data: bytes
+    file_name: str
+    mime_type: str
+    duration: int = 5
+
+
 class FakeTelegram:
     """The Bot API on loopback: `async with FakeTelegram() as tg:` then point PTB at it."""
 
@@ -562,24 +573,35 @@ class FakeTelegram:
         content.update(self._caption_content(caption))
         return self._inject_message(chat, person, content, reply_to, message_id)
 
-    def send_album(self, chat: JSON, person: JSON, images: list[bytes],
+    def send_album(self, chat: JSON, person: JSON, items: list[bytes | AlbumItem],
                    caption: str | None = None) -> list[JSON]:
-        """An album as a user's client sends it: one message (one update) per photo, all with
+        """An album as a user's client sends it: one message (one update) per item, all with
         the same `media_group_id`, the album's caption on the first only. Bot API, Message:
         "media_group_id: The unique identifier of a media message group this message belongs
-        to" (https://core.telegram.org/bots/api#message); a group holds 2-10 items, as
-        sendMediaGroup says."""
-        if not 2 <= len(images) <= 10:
-            raise ValueError("an album holds 2 to 10 photos")
+        to" (https://core.telegram.org/bots/api#message); sendMediaGroup: 2-10 items, photos
+        and videos together, or documents only. Bytes are a photo; an `AlbumItem` a document
+        or a video."""
+        if not 2 <= len(items) <= 10:
+            raise ValueError("an album holds 2 to 10 items")
         group_id = str(secrets.randbelow(9 * 10**17) + 10**17)
         sent = []
-        for index, image in enumerate(images):
-            content: JSON = {"photo": self._photo_sizes(image, None, None),
-                             "media_group_id": group_id}
+        for index, item in enumerate(items):
+            content = (self._album_item(item) if isinstance(item, AlbumItem)
+                       else {"photo": self._photo_sizes(item, None, None)})
+            content["media_group_id"] = group_id
             if index == 0:
                 content.update(self._caption_content(caption))
             sent.append(self._inject_message(chat, person, content, None, None))
         return sent
+
+    def _album_item(self, item: AlbumItem) -> JSON:
+        ext = item.file_name.rsplit(".", 1)[-1] if "." in item.file_name else "bin"
+        kind = "videos" if item.kind == "video" else "documents"
+        media: JSON = {"file_name": item.file_name, "mime_type": item.mime_type}
+        if item.kind == "video":
+            media.update({"duration": item.duration, "width": 1024, "height": 768})
+        media.update(self._file_fields(self._store_file(item.data, kind, ext)))
+        return {item.kind: media}
 
     def send_document(self, chat: JSON, person: JSON, data: bytes, file_name: str,
                       mime_type: str, caption: str | None = None,
