@@ -251,6 +251,11 @@ def test_a_serve_killed_mid_cover_resumes_it_and_fetches_no_picture_twice(
     assert 6 <= fetched_before < len(street_view_images)
     assert finished["state"] == "done", finished
     assert set(fake.image_downloads().values()) == {1}, fake.image_downloads()  # none twice
+    # The summary counts both starts: every picture found once, fetched and added by this job.
+    (summary,) = finished["summary"]
+    images = len(street_view_images)
+    assert (summary["found"], summary["new"], summary["added"], summary["duplicates"]) == (
+        images, images, images, 0), summary
     with sqlite3.connect(index / "catalog.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM refs WHERE source='panoramax'"
                           " AND status='indexed'").fetchone() == (len(street_view_images),)

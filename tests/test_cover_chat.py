@@ -89,9 +89,17 @@ def test_who_may_cover_and_each_refusal_is_one_sentence(tmp_path, street_index):
                               timeout=30)
             asked = tg.messages_in(TEAM["id"], from_bot=True)
             question = next(m for m in asked if "Which Springfield" in m.get("text", ""))
-            for data in ("cv:99999999999", "cv:1e5", "cc:12", "cv:-1"):
+            # A place id that exists but was never offered here (Umm Al Sheif, say): forged.
+            for data in ("cv:99999999999", "cv:1e5", "cc:12", "cv:-1", "cv:99"):
                 tg.press_button(TEAM, BOB if data == "cc:12" else ALICE, question, data)
-            await tg.wait_for("answerCallbackQuery", count=4)
+            await tg.wait_for("answerCallbackQuery", count=5)
+            # An offered namesake is taken once (its platform is down here: said so); the
+            # same button again starts nothing.
+            offered = choice.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+            tg.press_button(TEAM, ALICE, question, offered)
+            await tg.wait_for("answerCallbackQuery", count=6, timeout=30)
+            tg.press_button(TEAM, ALICE, question, offered)
+            await tg.wait_for("answerCallbackQuery", count=7)
             return choice, _texts(tg, TEAM["id"]), tg.calls_to("answerCallbackQuery")
 
     choice, texts, answers = _run(scenario)
@@ -104,7 +112,9 @@ def test_who_may_cover_and_each_refusal_is_one_sentence(tmp_path, street_index):
     assert not any("Covering" in t for t in texts), "nothing was started"
     said = [a.params.get("text", "") for a in answers]
     assert said.count("This button has expired.") == 2  # "1e5" and "-1" are not numbers
-    assert "That choice has expired; ask with /cover again." in said  # no such gazetteer entry
+    # No such gazetteer entry, one never offered in this chat, and an offer already taken.
+    assert said.count("That choice has expired; ask with /cover again.") == 3
+    assert "reach" in said[5], said  # the offered one was taken: the platform is down
     assert "Only this chat's admins can cancel a cover." in said
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -66,6 +67,9 @@ class CoverSink(Protocol):
 Relook = Callable[[CoverWatch, CoverJob], Awaitable[SecondLook]]
 
 
+MAX_OFFERS_KEPT = 1024  # chats whose namesake question is remembered (the oldest forgotten)
+
+
 class CoverDesk:
     def __init__(self, config: AppConfig, engine: Any, store: Store, relook: Relook) -> None:
         """`engine` is an AsyncEngine or RemoteEngine (or None, not running); `relook` locates
@@ -75,6 +79,8 @@ class CoverDesk:
         self._store = store
         self._relook = relook
         self._following: dict[int, asyncio.Task[None]] = {}
+        # The namesakes last offered in each chat: a button may pick only one of them.
+        self._offered: OrderedDict[tuple[str, str], frozenset[int]] = OrderedDict()
 
     def may_cover(self, who: Requester, *, chat_admin: bool) -> bool:
         """The bot's admins anywhere; a group's admins in their group. A cover fetches
@@ -93,8 +99,16 @@ class CoverDesk:
         except SearchAreaError as exc:
             return _refused("bad_area", str(exc))
         if isinstance(area, PlaceChoice):
+            self._offer(who, area)
             return area
         return await self._start(who, area)
+
+    def _offer(self, who: Requester, choice: PlaceChoice) -> None:
+        key = (who.platform, who.chat_id)
+        self._offered.pop(key, None)
+        self._offered[key] = frozenset(place.index for place in choice.places)
+        while len(self._offered) > MAX_OFFERS_KEPT:
+            self._offered.popitem(last=False)
 
     async def ask_place(self, who: Requester, index: int, *,
                         chat_admin: bool) -> CoverStarted | Refusal:
@@ -103,10 +117,11 @@ class CoverDesk:
         refusal = self._refusal(who, chat_admin)
         if refusal is not None:
             return refusal
-        try:
-            place = gazetteer().place(index)
-        except IndexError:
+        key = (who.platform, who.chat_id)
+        if index not in self._offered.get(key, frozenset()):
             return _refused("bad_command", "That choice has expired; ask with /cover again.")
+        del self._offered[key]  # picked: a second press starts no second cover
+        place = gazetteer().place(index)
         return await self._start(who, town_area(place, self._config.engine.cover.max_area_km2))
 
     async def cancel(self, who: Requester, job_id: int, *, chat_admin: bool) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from engine.config import EngineConfig
 from engine.cover.jobs import CoverJob
 from engine.cover.queue import CoverQueue
+from engine.cover.tally import RunTally, SourceTally
 from engine.errors import ConfigError, GeoSleuthError
 from engine.ingest.crawl import Crawler, CrawlRequest, SourceSummary
 from engine.ingest.platform import Platform
@@ -90,18 +91,30 @@ class CoverRunner:
             if self._stopping.is_set():
                 return
         self._queue.start(job.id)
+        # A job started before (the engine stopped or died) goes on counting from there.
+        tallies = {name: RunTally(SourceTally.from_json(job.progress[name]["tally"])
+                                  if "tally" in job.progress.get(name, {}) else SourceTally())
+                   for name in job.request.sources}
         progress: dict[str, Any] = {name: {"cells_done": 0, "cells_total": 0, "new": 0,
                                            "added": 0} for name in job.request.sources}
         platforms, unusable = self._platforms(job)
 
-        def on_cells(source: str, done: int, total: int, new: int) -> None:
-            progress[source].update(cells_done=done, cells_total=total, new=new)
+        def record(summary: SourceSummary) -> None:
+            total = tallies[summary.source].total(summary)
+            progress[summary.source].update(new=total.new, added=total.added,
+                                            tally=total.to_json())
             self._queue.progress(job.id, progress)
+
+        def on_cells(source: str, done: int, total: int, new: int) -> None:
+            summary = crawler.summaries[-1]
+            if done != progress[source]["cells_done"]:
+                tallies[source].cell_finished(summary)
+            progress[source].update(cells_done=done, cells_total=total)
+            record(summary)
 
         def on_batch(summaries: Sequence[SourceSummary]) -> None:
             for summary in summaries:
-                progress[summary.source]["added"] = summary.added
-            self._queue.progress(job.id, progress)
+                record(summary)
             self._refresh()
 
         crawler = Crawler(self._directory, self._config, self._config.ingest, progress=on_cells,
@@ -117,7 +130,9 @@ class CoverRunner:
         if self._stopping.is_set() and not self._queue.cancel_asked(job.id):
             self._queue.requeue(job.id)
             return
-        summary = [_summary_json(s) for s in summaries] + unusable
+        for s in summaries:  # the crawl ended here: its counts are final, cell or not
+            tallies[s.source].cell_finished(s)
+        summary = [_summary_json(s, tallies[s.source].total(s)) for s in summaries] + unusable
         errors = [s["error"] for s in summary if s["error"]]
         if self._queue.cancel_asked(job.id):
             state, error = "cancelled", None
@@ -135,13 +150,15 @@ class CoverRunner:
             try:
                 platforms.append(create_platform(name, self._config.ingest))
             except ConfigError as exc:
-                unusable.append(_summary_json(SourceSummary(name, error=str(exc))))
+                unusable.append(_summary_json(SourceSummary(name, error=str(exc)),
+                                              SourceTally()))
         return platforms, unusable
 
 
-def _summary_json(summary: SourceSummary) -> dict[str, Any]:
-    return {"source": summary.source, "cells": summary.cells, "found": summary.found,
-            "new": summary.new, "duplicates": summary.duplicates, "added": summary.added,
-            "skipped": dict(summary.skipped), "failed": dict(summary.failed),
+def _summary_json(summary: SourceSummary, total: SourceTally) -> dict[str, Any]:
+    """A source's summary: the counts over every start of the job, this start's state."""
+    return {"source": summary.source, "cells": summary.cells, "found": total.found,
+            "new": total.new, "duplicates": total.duplicates, "added": total.added,
+            "skipped": dict(total.skipped), "failed": dict(total.failed),
             "error": summary.error, "cells_unfinished": summary.cells_unfinished,
             "complete": summary.complete, "seconds": round(summary.seconds, 1)}

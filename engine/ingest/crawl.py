@@ -112,13 +112,14 @@ class Crawler:
         self._cancel = cancel or threading.Event()
         self._staging = directory / STAGING_NAME
         self._cells = (0, 0)  # the source being crawled: cells done, cells in all
+        self.summaries: list[SourceSummary] = []  # this run's, as they grow (for progress)
 
     def run(self, platforms: Sequence[Platform], request: CrawlRequest) -> list[SourceSummary]:
         created = not self.directory.exists()
         self.directory.mkdir(parents=True, exist_ok=True)
         state = IngestState(self.directory)
         try:
-            summaries = []
+            summaries = self.summaries = []
             for platform in platforms:
                 if self._cancel.is_set():
                     platform.client.close()
