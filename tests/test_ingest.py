@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from bot.cli.main import main
 from engine.config import EngineConfig
 from engine.errors import ConfigError
+from engine.index.locks import LOCK_NAME
 from engine.ingest.area import BBox
 from engine.ingest.config import IngestConfig, PanoramaConfig
 from engine.ingest.crawl import Crawler, CrawlRequest
@@ -324,3 +328,26 @@ def test_a_crawl_stopped_by_sigint_half_way_resumes_and_ingests_each_image_once(
     assert set(fake.image_downloads().values()) == {1}, fake.image_downloads()  # none twice
     with sqlite3.connect(index / "catalog.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM refs WHERE status='indexed'").fetchone() == (24,)
+
+
+def test_a_crawl_into_an_index_another_build_holds_waits_for_it_and_loses_nothing(
+        tmp_path, street_images):
+    """`geosleuth ingest` beside a cover: batches in mid-crawl stay staged while the other
+    build holds the index; the last one waits for it, then indexes everything."""
+    index = tmp_path / "idx"
+    index.mkdir()
+    other_build = FileLock(index / LOCK_NAME, thread_local=False)  # a timer releases it
+    other_build.acquire()
+    releaser = threading.Timer(1.5, other_build.release)
+    releaser.start()
+    try:
+        with FakeServer("panoramax", FakePlatform(images=list(street_images))) as server:
+            started = time.monotonic()
+            (summary,) = Crawler(index, FAST, POLITE_BUT_QUICK).run([_panoramax(server)],
+                                                                   CrawlRequest(BOX))
+            waited = time.monotonic() - started
+    finally:
+        releaser.join()
+    assert summary.error is None and (summary.new, summary.added) == (10, 10)
+    assert waited >= 1.5  # it waited for the other build instead of failing
+    assert len(_rows(index)) == 10

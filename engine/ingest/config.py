@@ -48,6 +48,9 @@ class IngestConfig:
     retry_after_max_s: float = 300.0  # a longer Retry-After is waited on for this long only
     max_image_bytes: int = 30_000_000
     max_json_bytes: int = 20_000_000  # one API answer (a listing page, a sequence's detail)
+    # Another build writing into the index (`geosleuth ingest` beside a cover): the crawl's
+    # last batch waits this long for it before the run fails; earlier batches just wait.
+    index_busy_wait_s: float = 600.0
     # Only the public internet is fetched: loopback, private, link-local and other non-public
     # addresses are refused, after each redirect too. Allow them for a test or a private
     # instance on your own network.

@@ -30,7 +30,7 @@ from PIL import Image
 
 from engine.config import EngineConfig
 from engine.decode import decode_image
-from engine.errors import ImageError, IngestError, SourceUnavailable
+from engine.errors import ImageError, IndexBusy, IngestError, SourceUnavailable
 from engine.index.builder import BuildProgress, build_index
 from engine.index.manifest import MANIFEST_NAME
 from engine.ingest.area import BBox
@@ -49,6 +49,7 @@ STAGING_NAME = "ingest-staging"
 # --refresh asks for captures from a day before the last run began: uploads lag captures,
 # and clocks differ. Whatever that asks again is dropped as a duplicate before download.
 REFRESH_OVERLAP = timedelta(days=1)
+BUSY_POLL_S = 2.0  # how often a last flush asks again for an index another build holds
 PANORAMA_MAX_SIDE = 8192  # equirectangular width kept when decoding before the cut
 VIEW_QUALITY = 90
 
@@ -235,7 +236,7 @@ class Crawler:
             for future in as_completed(futures):
                 self._stage(future, futures[future], state, summary)
                 if state.staged_count() >= self._batch_size():
-                    self._flush(state, [summary])  # the downloads go on meanwhile
+                    self._flush(state, [summary], wait=False)  # the downloads go on
                 self._check_cancel()
         except (KeyboardInterrupt, _Stop):
             # Let what is in flight land, so the resumed run need not fetch it again.
@@ -294,14 +295,31 @@ class Crawler:
             return self.config.batch_size
         return max(self.config.batch_size, self.config.first_batch)
 
-    def _flush(self, state: IngestState, summaries: Sequence[SourceSummary]) -> None:
+    def _flush(self, state: IngestState, summaries: Sequence[SourceSummary], *,
+               wait: bool = True) -> None:
+        """Index what is staged. Another process may be building into the index (a
+        `geosleuth ingest` beside a cover): a flush in mid-crawl (`wait` False) then leaves
+        its images staged for the next one; a last flush waits for the other build, up to
+        `index_busy_wait_s`. Cancelled while waiting, the images stay staged for a later run."""
         staged = state.staged()
         if not staged:
             return
         records = tuple(r for s in staged for r in s.records)
         began = time.perf_counter()
-        build_index(self.directory, [SourceScan(records)], self.engine_config,
-                    progress=self._build_progress)
+        deadline = time.monotonic() + (self.config.index_busy_wait_s if wait else 0.0)
+        while True:
+            try:
+                build_index(self.directory, [SourceScan(records)], self.engine_config,
+                            progress=self._build_progress)
+                break
+            except IndexBusy:
+                if not wait or self._cancel.is_set():
+                    return
+                if time.monotonic() >= deadline:
+                    raise
+                log.info("another build holds %s; the staged images wait for it",
+                         self.directory)
+                self._cancel.wait(BUSY_POLL_S)
         state.mark_indexed(staged)
         by_source = Counter(s.source for s in staged for _ in s.records)
         for summary in summaries:
