@@ -13,18 +13,16 @@ import hashlib
 import inspect
 import json
 import logging
-import math
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bot.chat.cover_area import CAP_MARGIN, read_cover_area
 from bot.chat.covers import CoverDesk, SecondLook
 from bot.chat.metrics import BotMetrics
 from bot.chat.places import AreaHint, gazetteer, parse_area_hint, place_name
 from bot.chat.ratelimit import RateLimiter
+from bot.chat.recent_photos import RecentPhotos
 from bot.chat.requests import Refusal, RefusalReason, Requester
 from bot.chat.store import (
     CoverWatch,
@@ -34,6 +32,7 @@ from bot.chat.store import (
     StoreError,
     Tally,
 )
+from bot.chat.waiting import area_json, cover_argument, stored_area, waits_in
 from bot.config import AppConfig
 from bot.render.export import FORMATS, Case, export_filename, read_case, render
 from bot.render.map import render_album_map, render_map
@@ -61,7 +60,6 @@ from engine import (
 )
 from engine.album import AlbumPhoto, AlbumResult, album_from_json, is_album_json
 from engine.cover import CoverJob
-from engine.ingest.area import BBox
 from engine.remote import RemoteEngine
 from engine.video import keyframes
 
@@ -118,30 +116,6 @@ class Upload:
     data: bytes
 
 
-class _RecentPhotos:
-    """Recent photos by request id, bounded in bytes, in memory only (the evidence button)."""
-
-    def __init__(self, budget_bytes: int) -> None:
-        self._budget = budget_bytes
-        self._items: OrderedDict[int, tuple[bytes, LocateResult]] = OrderedDict()
-        self._size = 0
-
-    def put(self, request_id: int, image: bytes, result: LocateResult) -> None:
-        self._items[request_id] = (image, result)
-        self._size += len(image)
-        while self._size > self._budget and self._items:
-            _, (old, _) = self._items.popitem(last=False)
-            self._size -= len(old)
-
-    def get(self, request_id: int) -> tuple[bytes, LocateResult] | None:
-        return self._items.get(request_id)
-
-    def drop(self, request_ids: set[int]) -> None:
-        for request_id in request_ids & self._items.keys():
-            image, _ = self._items.pop(request_id)
-            self._size -= len(image)
-
-
 class BotService:
     def __init__(self, config: AppConfig, engine: AsyncEngine | RemoteEngine | None, store: Store,
                  engine_error: str | None = None) -> None:
@@ -154,7 +128,7 @@ class BotService:
         limits = config.rate_limit
         self._per_user = RateLimiter(limits.user_requests, limits.user_window_s)
         self._per_chat = RateLimiter(limits.chat_requests, limits.chat_window_s)
-        self._recent = _RecentPhotos(config.service.recent_photos_bytes)
+        self._recent = RecentPhotos(config.service.recent_photos_bytes)
         self._video_slot = asyncio.Semaphore(1)
         self.metrics = BotMetrics()
         self.covers = CoverDesk(config, engine, store, self._second_look)
@@ -320,7 +294,7 @@ class BotService:
         stored = image if self._config.store.keep_images else None
         request_id = await self._store.start_request(
             who.platform, who.chat_id, who.user_id, who.user_name, who.chat_type, digest, stored,
-            _area_json(hint),
+            area_json(hint),
         )
         area = hint.area if hint else None
         area_label = f"Searched {hint.label}" if hint else None
@@ -389,8 +363,8 @@ class BotService:
             SECOND_LOOK_MAX)
         placed, looked, not_kept = [], 0, 0
         for record in records:
-            area = _stored_area(record.area_json)
-            if not _waits_in(record, area, box):
+            area = stored_area(record.area_json)
+            if not waits_in(record, area, box):
                 continue
             recent = self._recent.get(record.id)
             image = recent[0] if recent is not None else record.image
@@ -717,54 +691,6 @@ class BotService:
 
     async def purge_old_records(self) -> int:
         return await self._store.purge_older_than(self._config.store.retention_days)
-
-
-def cover_argument(text: str, hint: AreaHint, max_area_km2: float) -> str:
-    """What to write after /cover for the area a photo was searched in: the place as the
-    user named it where /cover reads it so, else the circle's centre and radius (capped)."""
-    words = " ".join(w for w in text.split() if not w.startswith(("/", "@")))
-    try:
-        if words:
-            read_cover_area(words, max_area_km2)  # a place, or namesakes asked back then
-            return words
-    except SearchAreaError:
-        pass
-    area = hint.area
-    if area.centre is None or area.radius_m is None:
-        return f"{area.west:.5f},{area.south:.5f},{area.east:.5f},{area.north:.5f}"
-    radius_km = min(area.radius_m / 1000, math.sqrt(max_area_km2) / 2 * CAP_MARGIN)
-    return f"{area.centre[0]:.5f},{area.centre[1]:.5f} {radius_km:.1f}"
-
-
-def _area_json(hint: AreaHint | None) -> str | None:
-    """A search area as kept with its request (for a cover's second look)."""
-    if hint is None:
-        return None
-    area = hint.area
-    return json.dumps({"label": hint.label, "west": area.west, "south": area.south,
-                       "east": area.east, "north": area.north, "centre": area.centre,
-                       "radius_m": area.radius_m})
-
-
-def _stored_area(text: str | None) -> SearchArea | None:
-    if not text:
-        return None
-    data = json.loads(text)
-    centre = tuple(data["centre"]) if data.get("centre") else None
-    return SearchArea(data["west"], data["south"], data["east"], data["north"],
-                      centre, data.get("radius_m"))  # type: ignore[arg-type]
-
-
-def _waits_in(record: RequestRecord, area: SearchArea | None, box: BBox) -> bool:
-    """Whether a cover of `box` may place the request: its search area overlaps the box, or
-    one of its leads lies in it."""
-    if area is not None and (area.west <= box.east and box.west <= area.east
-                             and area.south <= box.north and box.south <= area.north):
-        return True
-    data = json.loads(record.result_json or "{}")
-    leads = [*data.get("alternatives", ()), data]
-    return any(lead.get("lat") is not None and lead.get("lon") is not None
-               and box.contains(lead["lat"], lead["lon"]) for lead in leads)
 
 
 def _answer_key(engine_key: str, area: SearchArea | None) -> str:
