@@ -16,10 +16,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.calibration import verified_from_matches
-from engine.config import EstimateConfig
+from engine.config import EstimateConfig, SearchConfig
 from engine.estimate import Estimate, InlierCurve, Verified, cluster_candidates, estimate
 from engine.geo import haversine_m
-from engine.results import Alternative, LocateResult, Status, result_from_json
+from engine.results import (
+    Alternative,
+    LocateResult,
+    Status,
+    alternatives_json,
+    result_from_json,
+)
 
 # Faster than this between two frames is not one camera moving (a car in town, with margin):
 # frames that jump so are rivals, not a track.
@@ -82,11 +88,7 @@ class AlbumResult:
             "lon": self.lon,
             "confidence": round(self.confidence, 4),
             "radius_m": None if self.radius_m is None else round(self.radius_m, 1),
-            "alternatives": [
-                {"lat": a.lat, "lon": a.lon, "confidence": round(a.confidence, 4),
-                 "radius_m": round(a.radius_m, 1), "best_inliers": a.best_inliers}
-                for a in self.alternatives
-            ],
+            "alternatives": alternatives_json(self.alternatives),
             "photos": [
                 {"label": p.label, "time_s": p.time_s, "agrees": p.agrees, "inliers": p.inliers,
                  "result": p.result.to_json(evidence=evidence)}
@@ -128,12 +130,14 @@ def album_from_json(data: dict[str, Any]) -> AlbumResult:
     )
 
 
-def fuse(photos: Sequence[AlbumPhoto], config: EstimateConfig,
-         curve: InlierCurve) -> AlbumResult:
-    """One answer from several photos' own answers (their `label`, `result` and `time_s`)."""
-    answer = estimate(_pooled(photos), config, curve)
+def fuse(photos: Sequence[AlbumPhoto], config: EstimateConfig, curve: InlierCurve,
+         place_radius_m: float = SearchConfig.cluster_radius_m) -> AlbumResult:
+    """One answer from several photos' own answers (their `label`, `result` and `time_s`);
+    references within `place_radius_m` form one place, as in the search stage
+    ([engine.search] cluster_radius_m)."""
+    answer = estimate(_pooled(photos, place_radius_m), config, curve)
     anchor = _anchor(answer)
-    judged = tuple(_judged(i, photo, anchor, config) for i, photo in enumerate(photos))
+    judged = tuple(_judged(photo, anchor, config) for photo in photos)
     track = _track(judged, config)
     if track:
         on_track = {t.photo for t in track}
@@ -151,7 +155,7 @@ def fuse(photos: Sequence[AlbumPhoto], config: EstimateConfig,
                        answer.radius_m, answer.alternatives, judged, (), best_photo)
 
 
-def _pooled(photos: Sequence[AlbumPhoto]) -> list[Verified]:
+def _pooled(photos: Sequence[AlbumPhoto], place_radius_m: float) -> list[Verified]:
     """Every photo's deciding evidence, regrouped into places across photos (each photo's own
     place ids mean nothing to another's): strongest first, so the best views lead places."""
     pooled = sorted(
@@ -160,9 +164,9 @@ def _pooled(photos: Sequence[AlbumPhoto]) -> list[Verified]:
          for v in verified_from_matches(photo.result.matches) if v.decisive),
         key=lambda v: v.inliers, reverse=True,
     )
-    # The search stage's place radius; `agreement_radius_m` then merges neighbouring places.
+    # `agreement_radius_m` then merges neighbouring places, as for one photo.
     places = cluster_candidates([(v.candidate.entry, v.candidate.similarity) for v in pooled],
-                                radius_m=40.0)
+                                radius_m=place_radius_m)
     return [replace(v, candidate=place) for v, place in zip(pooled, places, strict=True)]
 
 
@@ -175,7 +179,7 @@ def _anchor(answer: Estimate) -> tuple[float, float] | None:
     return None
 
 
-def _judged(index: int, photo: AlbumPhoto, anchor: tuple[float, float] | None,
+def _judged(photo: AlbumPhoto, anchor: tuple[float, float] | None,
             config: EstimateConfig) -> AlbumPhoto:
     evidence = [v for v in verified_from_matches(photo.result.matches)
                 if v.decisive and v.inliers > 0]

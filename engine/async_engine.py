@@ -224,7 +224,8 @@ class AsyncEngine:
         model (cheap: no image work, so it runs on the loop, not behind the worker)."""
         if self._locator is None:
             raise EngineStopped()
-        return fuse(photos, self._locator.config.estimate, self._locator.curve)
+        config = self._locator.config
+        return fuse(photos, config.estimate, self._locator.curve, config.search.cluster_radius_m)
 
     async def close(self) -> None:
         """Refuse new jobs, fail the waiting ones, stop the running cover at a clean point

@@ -129,16 +129,7 @@ class LocateResult:
             "lon": self.lon,
             "confidence": round(self.confidence, 4),
             "radius_m": None if self.radius_m is None else round(self.radius_m, 1),
-            "alternatives": [
-                {
-                    "lat": a.lat,
-                    "lon": a.lon,
-                    "confidence": round(a.confidence, 4),
-                    "radius_m": round(a.radius_m, 1),
-                    "best_inliers": a.best_inliers,
-                }
-                for a in self.alternatives
-            ],
+            "alternatives": alternatives_json(self.alternatives),
             "matches": [
                 {
                     "ref_id": m.ref_id,
@@ -172,6 +163,13 @@ class LocateResult:
                 "correspondences": [[round(v, 2) for v in pair] for pair in self.correspondences],
             }
         return shape
+
+
+def alternatives_json(alternatives: tuple[Alternative, ...]) -> list[dict[str, Any]]:
+    """Other places as `to_json` gives them (a single answer's and an album's alike)."""
+    return [{"lat": a.lat, "lon": a.lon, "confidence": round(a.confidence, 4),
+             "radius_m": round(a.radius_m, 1), "best_inliers": a.best_inliers}
+            for a in alternatives]
 
 
 def result_from_json(data: dict[str, Any]) -> LocateResult:

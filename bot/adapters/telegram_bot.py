@@ -249,11 +249,8 @@ class TelegramBot:
 
     async def on_group_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A photo in a group is ours only if its caption mentions this bot (privacy mode)."""
-        message = update.effective_message
-        if not _mentions(message, context.bot.username):
-            return
-        hint, explicit = _caption_hint(message, context.bot.username)
-        await self._locate(update, message, hint, hint_is_explicit=explicit)
+        if _mentions(update.effective_message, context.bot.username):
+            await self.on_photo(update, context)
 
     async def on_album_part(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """One photo of an album: the first part's handler answers for the whole album."""
@@ -291,8 +288,7 @@ class TelegramBot:
 
     async def on_group_video(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A video in a group is ours only if its caption mentions this bot."""
-        message = update.effective_message
-        if _mentions(message, context.bot.username):
+        if _mentions(update.effective_message, context.bot.username):
             await self.on_video(update, context)
 
     async def on_sticker(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

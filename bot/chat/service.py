@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from bot.chat.covers import CoverDesk, SecondLook
 from bot.chat.metrics import BotMetrics
@@ -318,14 +319,8 @@ class BotService:
             return Refusal(RefusalReason.ENGINE,
                            "Something went wrong while locating this photo. It has been logged;"
                            " please try again later.")
-        # The photo's own EXIF position is not kept: it is read again when the answer is reused.
-        stored = dataclasses.replace(result, exif_gps=None)
-        await self._store.finish_request(request_id, json.dumps(stored.to_json()),
-                                         result.index_version, answer_key)
-        if cached is None:
-            self._recent.put(request_id, image, result)
-        summary = _summary(result, area_label)
-        map_png = await asyncio.to_thread(render_map, result, self._config.map)
+        summary, map_png = await self._answered(request_id, result, image, answer_key,
+                                                area_label, keep_photo=cached is None)
         offer = None
         if hint is not None and not result.located and not await self.covers.covers_area(
                 hint.area.west, hint.area.south, hint.area.east, hint.area.north):
@@ -393,14 +388,25 @@ class BotService:
             earlier.platform, earlier.chat_id, earlier.user_id, earlier.user_name,
             earlier.chat_type, earlier.image_sha256, image, earlier.area_json)
         answer_key = _answer_key(await self._engine.current_answer_key(), area)
-        await self._store.finish_request(
-            request_id, json.dumps(dataclasses.replace(result, exif_gps=None).to_json()),
-            result.index_version, answer_key)
-        self._recent.put(request_id, image, result)
         label = json.loads(earlier.area_json)["label"] if earlier.area_json else None
-        summary = _summary(result, f"Searched {label}" if label else None)
-        map_png = await asyncio.to_thread(render_map, result, self._config.map)
+        summary, map_png = await self._answered(request_id, result, image, answer_key,
+                                                f"Searched {label}" if label else None,
+                                                keep_photo=True)
         return Answer(request_id, result, summary, map_png, cached=False)
+
+    async def _answered(self, request_id: int, result: LocateResult, image: bytes,
+                        answer_key: str, area_label: str | None, *,
+                        keep_photo: bool) -> tuple[AnswerSummary, bytes]:
+        """Record one photo's answer, keep the photo for its evidence (unless the answer came
+        from the cache, where it is not new), and put the answer in words and on a map."""
+        # The photo's own EXIF position is not kept: it is read again when the answer is reused.
+        stored = dataclasses.replace(result, exif_gps=None)
+        await self._store.finish_request(request_id, json.dumps(stored.to_json()),
+                                         result.index_version, answer_key)
+        if keep_photo:
+            self._recent.put(request_id, image, result)
+        map_png = await asyncio.to_thread(render_map, result, self._config.map)
+        return _summary(result, area_label), map_png
 
     async def _locate_video(self, who: Requester, video: bytes, area_hint: str | None,
                             on_progress: ProgressHandler | None,
@@ -494,12 +500,12 @@ class BotService:
 
     async def answer_summary(self, request_id: int, who: Requester) -> AnswerSummary | None:
         """The answer's words again (to redraw a caption with the vote tally)."""
-        result = await self._result(request_id, who)
-        if isinstance(result, AlbumResult):
-            record = await self._store.get_request(request_id)
-            stored = json.loads(record.result_json or "{}") if record is not None else {}
-            return _album_summary(result, None, tuple(stored.get("unread", ())))
-        return None if result is None else _summary(result, None)
+        data = await self._stored(request_id, who)
+        if data is None:
+            return None
+        if is_album_json(data):
+            return _album_summary(album_from_json(data), None, tuple(data.get("unread", ())))
+        return _summary(self._single(request_id, data), None)
 
     async def set_reply_ref(self, request_id: int, reply_ref: str) -> None:
         await self._store.set_reply_ref(request_id, reply_ref)
@@ -582,16 +588,22 @@ class BotService:
 
     async def _result(self, request_id: int,
                       who: Requester) -> LocateResult | AlbumResult | None:
+        data = await self._stored(request_id, who)
+        if data is None:
+            return None
+        return album_from_json(data) if is_album_json(data) else self._single(request_id, data)
+
+    async def _stored(self, request_id: int, who: Requester) -> dict[str, Any] | None:
+        """The request's answer as the store keeps it, if it was made in `who`'s chat."""
         record = await self._owned(request_id, who)
         if record is None or not record.result_json:
             return None
-        data = json.loads(record.result_json)
-        if is_album_json(data):
-            return album_from_json(data)
+        return json.loads(record.result_json)
+
+    def _single(self, request_id: int, data: dict[str, Any]) -> LocateResult:
+        """One photo's answer: the one in memory (with its evidence), else the stored one."""
         recent = self._recent.get(request_id)
-        if recent is not None:
-            return recent[1]
-        return result_from_json(data)
+        return recent[1] if recent is not None else result_from_json(data)
 
     # --- chat commands -------------------------------------------------------------------
 
